@@ -1,0 +1,157 @@
+"""The job lifecycle. Every status change goes through `transition()`: one guarded UPDATE that only
+matches the expected current status (and lease token), plus an event row, in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from hubtune.models import Job, JobEvent, now
+
+
+class Status(str, enum.Enum):
+    VALIDATING_FILES = "validating_files"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Stage(str, enum.Enum):
+    PREPARING = "preparing"
+    TRAINING = "training"
+    EVALUATING = "evaluating"
+    PUBLISHING = "publishing"
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.VALIDATING_FILES: frozenset({Status.QUEUED, Status.FAILED, Status.CANCELLED}),
+    Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED, Status.PAUSED}),
+    Status.RUNNING: frozenset(
+        {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.PAUSED, Status.QUEUED}
+    ),
+    Status.PAUSED: frozenset({Status.QUEUED, Status.CANCELLED}),
+    Status.SUCCEEDED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    pass
+
+
+class LeaseLost(RuntimeError):
+    """The job is no longer running under this lease: cancelled, paused, or claimed by another worker."""
+
+
+def add_event(
+    session: Session,
+    job_id: str,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict[str, Any] | None = None,
+) -> None:
+    session.add(JobEvent(job_id=job_id, message=message, level=level, type=type, data=data, created_at=now()))
+
+
+def transition(
+    session: Session,
+    job_id: str,
+    to: Status,
+    *,
+    expect: Status | frozenset[Status] | set[Status],
+    lease_token: int | None = None,
+    message: str,
+    level: str = "info",
+    data: dict[str, Any] | None = None,
+    **fields: Any,
+) -> bool:
+    """Move job `job_id` from one of `expect` to `to`; False (and no event) when the row has moved on."""
+    expected = {expect} if isinstance(expect, Status) else set(expect)
+    for src in expected:
+        if to not in ALLOWED[src]:
+            raise IllegalTransition(f"{src.value} -> {to.value} is not a job transition")
+    values: dict[str, Any] = {"status": to.value, "updated_at": now(), **fields}
+    if to in TERMINAL:
+        values.setdefault("finished_at", now())
+        values.setdefault("lease_owner", None)
+        values.setdefault("lease_expires_at", None)
+    stmt = update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in expected]))
+    if lease_token is not None:
+        stmt = stmt.where(Job.lease_token == lease_token)
+    result = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return False
+    add_event(session, job_id, message, level=level, data=data)
+    return True
+
+
+def claim(session: Session, job_id: str, *, owner: str, lease_seconds: float) -> int | None:
+    """Take the lease on a queued job: queued -> running with a new fencing token, or None."""
+    job = session.execute(select(Job.lease_token, Job.attempts).where(Job.id == job_id)).one_or_none()
+    if job is None:
+        return None
+    # A random increment keeps tokens unguessable while still growing with every claim.
+    token = job.lease_token + 1 + secrets.randbelow(1000)
+    ok = transition(
+        session,
+        job_id,
+        Status.RUNNING,
+        expect=Status.QUEUED,
+        message=f"Fine-tuning job started on {owner}",
+        lease_owner=owner,
+        lease_token=token,
+        lease_expires_at=now() + lease_seconds,
+        heartbeat_at=now(),
+        started_at=now(),
+        attempts=job.attempts + 1,
+        stage=Stage.PREPARING.value,
+    )
+    return token if ok else None
+
+
+def _fence(session: Session, job_id: str, token: int, **fields: Any) -> None:
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == Status.RUNNING.value, Job.lease_token == token)
+        .values(updated_at=now(), **fields)
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(stmt).rowcount != 1:
+        raise LeaseLost(job_id)
+
+
+def heartbeat(session: Session, job_id: str, *, token: int, lease_seconds: float, **fields: Any) -> None:
+    """Extend the lease; raises LeaseLost when the job was cancelled, paused or taken over."""
+    t = now()
+    _fence(session, job_id, token, heartbeat_at=t, lease_expires_at=t + lease_seconds, **fields)
+
+
+def fenced_update(session: Session, job_id: str, *, token: int, **fields: Any) -> None:
+    """Write job fields only while this lease still holds."""
+    _fence(session, job_id, token, **fields)
+
+
+def fenced_event(
+    session: Session, job_id: str, *, token: int, message: str, type: str = "message",
+    level: str = "info", data: dict[str, Any] | None = None, **fields: Any,
+) -> None:
+    """Write an event (and job fields) only while this lease still holds."""
+    _fence(session, job_id, token, **fields)
+    add_event(session, job_id, message, level=level, type=type, data=data)
+
+
+def is_terminal(status: str) -> bool:
+    return Status(status) in TERMINAL

@@ -1,0 +1,90 @@
+"""Queue wiring: the Celery app, task names, queues, and doorbells rung only after commit.
+
+The server sends tasks by name; only worker/ defines them, so the API process never imports torch.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from hubtune.settings import Settings, get_settings
+
+PREPARE = "hubtune.prepare"
+TRAIN = "hubtune.train"
+PUBLISH = "hubtune.publish"
+
+PREPARE_QUEUE = "prepare"
+PUBLISH_QUEUE = "publish"
+DEFAULT_TRAIN_QUEUE = "train"
+ALL_QUEUES = (PREPARE_QUEUE, DEFAULT_TRAIN_QUEUE, PUBLISH_QUEUE)
+
+
+def _transport_options(settings: Settings) -> dict:
+    if not settings.resolved_broker_url.startswith("filesystem"):
+        # Redis re-delivers an unacked message after this many seconds; train acks early, so this only
+        # matters for prepare/publish, which are short and idempotent.
+        return {"visibility_timeout": 3600}
+    root = settings.queue_dir
+    for sub in ("messages", "processed", "control"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(root / "messages"),
+        "data_folder_out": str(root / "messages"),
+        "processed_folder": str(root / "processed"),
+        "control_folder": str(root / "control"),
+        "polling_interval": 0.2,
+    }
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("hubtune", broker=settings.resolved_broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        # Early ack: a long training must not be re-delivered (and run twice) while it runs; the
+        # sweeper, not the broker, recovers jobs whose worker died.
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=_transport_options(settings),
+        task_default_queue=PREPARE_QUEUE,
+        task_routes={PREPARE: {"queue": PREPARE_QUEUE}, PUBLISH: {"queue": PUBLISH_QUEUE}},
+        task_create_missing_queues=True,
+    )
+    return app
+
+
+@lru_cache(maxsize=1)
+def get_celery() -> Celery:
+    return make_celery(get_settings())
+
+
+def _send_pending(session: Session) -> None:
+    pending = session.info.pop("hubtune_doorbells", [])
+    if not pending:
+        return
+    app = get_celery()
+    for task, job_id, queue in pending:
+        app.send_task(task, args=[job_id], queue=queue)
+
+
+def _drop_pending(session: Session) -> None:
+    session.info.pop("hubtune_doorbells", None)
+
+
+event.listen(Session, "after_commit", _send_pending)
+# after_rollback fires only when the real database transaction rolls back, not for savepoints.
+event.listen(Session, "after_rollback", _drop_pending)
+
+
+def ring(session: Session, task: str, job_id: str, *, queue: str | None = None) -> None:
+    """Ask for `task(job_id)` once the session's transaction commits; a rollback sends nothing."""
+    session.info.setdefault("hubtune_doorbells", []).append((task, job_id, queue))

@@ -1,0 +1,75 @@
+"""Artifact storage on a file system shared by the server and the workers (a volume in compose).
+
+Layout: files/<file_id>, jobs/<job_id>/checkpoints/checkpoint-<step>, jobs/<job_id>/artifact/.
+Writes go to a temporary name first and are renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+
+class TooLarge(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: Path
+    size: int
+    sha256: str
+
+
+class Storage:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def file_path(self, file_id: str) -> Path:
+        return self.root / "files" / file_id
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def checkpoints_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "checkpoints"
+
+    def artifact_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "artifact"
+
+    def save_file(self, file_id: str, src: BinaryIO, *, max_bytes: int) -> StoredFile:
+        dest = self.file_path(file_id)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{file_id}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise TooLarge(f"file is larger than the limit of {max_bytes} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return StoredFile(dest, size, digest.hexdigest())
+
+    def delete_file(self, file_id: str) -> None:
+        self.file_path(file_id).unlink(missing_ok=True)
+
+    def publish_dir(self, staging: Path, dest: Path) -> None:
+        """Move a finished directory into place, replacing an older one whole."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        old = dest.with_name(dest.name + ".old")
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(staging, dest)
+        shutil.rmtree(old, ignore_errors=True)

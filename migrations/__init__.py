@@ -1,0 +1,1 @@
+"""Alembic environment and versions, applied by `hubtune db upgrade` and at start-up."""
