@@ -155,3 +155,31 @@ def fenced_event(
 
 def is_terminal(status: str) -> bool:
     return Status(status) in TERMINAL
+
+
+def hand_over(session: Session, job_id: str, *, token: int, stage: Stage, message: str,
+              data: dict[str, Any] | None = None, **fields: Any) -> None:
+    """End this lease and leave the running job at `stage` for the next task to claim.
+
+    The token moves on, so a late heartbeat from the old holder fails instead of re-taking the lease.
+    """
+    _fence(session, job_id, token, stage=stage.value, lease_owner=None, lease_expires_at=None,
+           lease_token=token + 1, **fields)
+    add_event(session, job_id, message, data=data)
+
+
+def claim_stage(session: Session, job_id: str, *, stage: Stage, owner: str, lease_seconds: float) -> int | None:
+    """Take the free lease of a running job waiting at `stage` (e.g. publishing); None if taken or moved on."""
+    row = session.execute(select(Job.lease_token).where(Job.id == job_id)).one_or_none()
+    if row is None:
+        return None
+    token = row.lease_token + 1 + secrets.randbelow(1000)
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == Status.RUNNING.value, Job.stage == stage.value,
+               Job.lease_owner.is_(None), Job.lease_token == row.lease_token)
+        .values(lease_owner=owner, lease_token=token, lease_expires_at=now() + lease_seconds,
+                heartbeat_at=now(), updated_at=now())
+        .execution_options(synchronize_session=False)
+    )
+    return token if session.execute(stmt).rowcount == 1 else None

@@ -1,0 +1,5 @@
+import sys
+
+from hubtune.cli import main
+
+sys.exit(main())

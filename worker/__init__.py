@@ -1,0 +1,1 @@
+"""Celery tasks and the training engine. Heavy imports (torch, transformers) happen inside tasks."""

@@ -1,0 +1,8 @@
+"""Entry point for `celery -A worker.app worker`: the shared Celery app with hubtune's tasks registered."""
+
+from hubtune.queue import get_celery
+
+app = get_celery()
+
+import worker.tasks  # noqa: E402,F401  (registers the tasks on the app)
+import worker.registry  # noqa: E402,F401  (registers the worker row on start-up)

@@ -1,0 +1,88 @@
+"""Workers register what they have (GPUs or CPU and RAM) and which queues they serve, and keep a
+heartbeat on their row, so that the API and the dashboard can show them and prepare can route jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from celery import signals
+from sqlalchemy import delete
+
+from hubtune.db import session_scope
+from hubtune.models import WorkerRecord, now
+from hubtune.settings import get_settings
+
+log = logging.getLogger(__name__)
+_state: dict = {"id": None, "stop": threading.Event(), "job": None}
+
+
+def detect_resources() -> dict:
+    resources: dict = {"cpu_count": os.cpu_count() or 1, "gpus": []}
+    try:
+        resources["ram_bytes"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        resources["ram_bytes"] = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                resources["gpus"].append({"name": props.name, "memory_bytes": props.total_memory})
+    except ImportError:
+        pass
+    return resources
+
+
+def set_current_job(job_id: str | None) -> None:
+    _state["job"] = job_id
+    if _state["id"] is None:
+        return
+    try:
+        with session_scope() as session:
+            row = session.get(WorkerRecord, _state["id"])
+            if row is not None:
+                row.current_job_id, row.last_heartbeat = job_id, now()
+    except Exception:
+        log.exception("could not record the current job")
+
+
+def _beat() -> None:
+    interval = get_settings().heartbeat_seconds
+    while not _state["stop"].wait(interval):
+        try:
+            with session_scope() as session:
+                row = session.get(WorkerRecord, _state["id"])
+                if row is not None:
+                    row.last_heartbeat = now()
+        except Exception:
+            log.exception("worker heartbeat failed")
+
+
+@signals.worker_init.connect
+def _name_worker(**_kwargs) -> None:
+    # Runs in the main process before the pool forks, so task processes inherit the worker's id.
+    _state["id"] = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@signals.worker_ready.connect
+def _register(sender=None, **_kwargs) -> None:
+    queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else []
+    worker_id = _state["id"] or f"{socket.gethostname()}:{os.getpid()}"
+    with session_scope() as session:
+        session.merge(WorkerRecord(id=worker_id, hostname=socket.gethostname(), pid=os.getpid(), queues=queues,
+                                   resources=detect_resources(), started_at=now(), last_heartbeat=now()))
+    _state["id"] = worker_id
+    threading.Thread(target=_beat, name="worker-heartbeat", daemon=True).start()
+
+
+@signals.worker_shutdown.connect
+def _unregister(**_kwargs) -> None:
+    _state["stop"].set()
+    if _state["id"] is None:
+        return
+    with session_scope() as session:
+        session.execute(delete(WorkerRecord).where(WorkerRecord.id == _state["id"]))

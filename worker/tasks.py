@@ -1,0 +1,29 @@
+"""Celery tasks. Each takes a job id, re-reads the row and does nothing when the work is done or
+owned by someone else; the row, not the message, says what to do."""
+
+from __future__ import annotations
+
+from hubtune.queue import PREPARE, PUBLISH, TRAIN, get_celery
+
+app = get_celery()
+
+
+@app.task(name=PREPARE)
+def prepare(job_id: str) -> None:
+    from worker.prepare import run_prepare
+
+    run_prepare(job_id)
+
+
+@app.task(name=TRAIN)
+def train(job_id: str) -> None:
+    from worker.train import run_train
+
+    run_train(job_id)
+
+
+@app.task(name=PUBLISH)
+def publish(job_id: str) -> None:
+    from worker.publish import run_publish
+
+    run_publish(job_id)

@@ -1,0 +1,92 @@
+"""train: claim the queued job with a lease, train, keep the artifact, then hand over to publish."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+
+from hubtune.db import session_scope
+from hubtune.lifecycle import LeaseLost, Stage, Status, claim, hand_over, transition
+from hubtune.models import Job
+from hubtune.queue import PUBLISH, ring
+from hubtune.settings import get_settings
+from hubtune.spec import JobRequest
+from hubtune.storage import Storage
+from plugin import split_model_ref
+from worker.failures import job_error
+from worker.hub import hub_from_settings
+from worker.lease import JobHooks, Lease
+from worker.registry import set_current_job
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_train(job_id: str) -> None:
+    settings = get_settings()
+    with session_scope() as session:
+        token = claim(session, job_id, owner=worker_name(), lease_seconds=settings.lease_seconds)
+    if token is None:
+        return  # not queued any more: done, cancelled, or running elsewhere
+    set_current_job(job_id)
+    try:
+        with Lease(job_id, token, lease_seconds=settings.lease_seconds,
+                   heartbeat_seconds=settings.heartbeat_seconds) as lease:
+            _train_and_hand_over(job_id, lease)
+    except LeaseLost:
+        log.info("job %s: lease lost (cancelled or taken over); stopping", job_id)
+    except Exception as exc:
+        log.exception("job %s failed in training", job_id)
+        with session_scope() as session:
+            error = job_error(exc)
+            transition(session, job_id, Status.FAILED, expect=Status.RUNNING, lease_token=token, level="error",
+                       message=f"Training failed: {error['message']}", error=error)
+    finally:
+        set_current_job(None)
+
+
+def _train_and_hand_over(job_id: str, lease: Lease) -> None:
+    from worker.engine.trainer import TrainPlan, train
+
+    settings = get_settings()
+    storage = Storage(settings.storage_dir)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        request = JobRequest.model_validate(job.spec)
+        hyper, revision = job.hyperparameters, job.model_revision
+        train_file = storage.file_path(job.training_file)
+        valid_file = storage.file_path(job.validation_file) if job.validation_file else None
+        seed = job.seed
+    repo_id, _ = split_model_ref(request.model)
+    model_dir = hub_from_settings(settings).snapshot(repo_id, revision=revision)
+    staging = storage.job_dir(job_id) / f"artifact.staging-{lease.token}"
+    shutil.rmtree(staging, ignore_errors=True)
+    plan = TrainPlan(
+        task=request.task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
+        output_dir=staging, checkpoints_dir=storage.checkpoints_dir(job_id), seed=seed,
+        tuning=request.tuning, training=request.training, hyperparameters=hyper,
+    )
+    hooks = JobHooks(lease)
+    result = train(plan, hooks)
+    if result.stopped or lease.lost.is_set():
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    artifact = storage.artifact_dir(job_id)
+    storage.publish_dir(staging, artifact)
+    summary = {
+        "metrics": result.metrics, "steps": result.steps, "reference": result.reference,
+        "trainable_params": result.trainable_params, "total_params": result.total_params,
+    }
+    with session_scope() as session:
+        hand_over(
+            session, job_id, token=lease.token, stage=Stage.PUBLISHING,
+            message="Training finished; publishing to the hub",
+            data={"metrics": result.metrics, "steps": result.steps},
+            artifact_path=str(artifact), result=summary, trained_tokens=result.trained_tokens,
+        )
+        ring(session, PUBLISH, job_id)
