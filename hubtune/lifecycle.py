@@ -72,13 +72,16 @@ def transition(
     to: Status,
     *,
     expect: Status | frozenset[Status] | set[Status],
-    lease_token: int | None = None,
+    expect_token: int | None = None,
     message: str,
     level: str = "info",
     data: dict[str, Any] | None = None,
     **fields: Any,
 ) -> bool:
-    """Move job `job_id` from one of `expect` to `to`; False (and no event) when the row has moved on."""
+    """Move job `job_id` from one of `expect` (and lease `expect_token`) to `to`.
+
+    Returns False, writing nothing, when the row has moved on. `fields` are set on the row too.
+    """
     expected = {expect} if isinstance(expect, Status) else set(expect)
     for src in expected:
         if to not in ALLOWED[src]:
@@ -89,8 +92,8 @@ def transition(
         values.setdefault("lease_owner", None)
         values.setdefault("lease_expires_at", None)
     stmt = update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in expected]))
-    if lease_token is not None:
-        stmt = stmt.where(Job.lease_token == lease_token)
+    if expect_token is not None:
+        stmt = stmt.where(Job.lease_token == expect_token)
     result = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
     if result.rowcount != 1:
         return False

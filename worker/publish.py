@@ -50,13 +50,13 @@ def run_publish(job_id: str) -> None:
         error = job_error(exc)
         error["code"] = error["code"] if error["code"] != "internal_error" else "publish_failed"
         with session_scope() as session:
-            transition(session, job_id, Status.FAILED, expect=Status.RUNNING, lease_token=token, level="error",
+            transition(session, job_id, Status.FAILED, expect=Status.RUNNING, expect_token=token, level="error",
                        message=f"Publishing to the hub failed (the artifact is kept): {error['message']}",
                        error=error)
         return
     with session_scope() as session:
         transition(
-            session, job_id, Status.SUCCEEDED, expect=Status.RUNNING, lease_token=token,
+            session, job_id, Status.SUCCEEDED, expect=Status.RUNNING, expect_token=token,
             message=f"Fine-tuning job succeeded; adapter pushed to {repo_id}@{commit}",
             data={"repo_id": repo_id, "commit": commit, "branch": branch},
             fine_tuned_model=f"{repo_id}@{commit}", hub_repo=repo_id, hub_commit=commit, stage=None,

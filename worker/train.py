@@ -44,7 +44,7 @@ def run_train(job_id: str) -> None:
         log.exception("job %s failed in training", job_id)
         with session_scope() as session:
             error = job_error(exc)
-            transition(session, job_id, Status.FAILED, expect=Status.RUNNING, lease_token=token, level="error",
+            transition(session, job_id, Status.FAILED, expect=Status.RUNNING, expect_token=token, level="error",
                        message=f"Training failed: {error['message']}", error=error)
     finally:
         set_current_job(None)
