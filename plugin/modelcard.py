@@ -1,0 +1,194 @@
+"""README.md (model card) for a published fine-tune: Hub metadata front matter plus a short body.
+
+The front matter is what the Hub indexes (base model tree, library, pipeline, tags, datasets,
+evaluation results), so it must parse with `huggingface_hub.ModelCard`.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from collections.abc import Iterable, Mapping
+
+import yaml
+
+from .errors import InvalidRepoId
+from .repo_id import split_model_ref, validate_repo_id
+
+PIPELINE_TAGS = {"sequence_classification": "text-classification", "causal_lm": "text-generation"}
+TASK_NAMES = {"text-classification": "Text Classification", "text-generation": "Text Generation"}
+PEFT_CLASSES = {
+    "sequence_classification": "AutoPeftModelForSequenceClassification",
+    "causal_lm": "AutoPeftModelForCausalLM",
+}
+TRANSFORMERS_CLASSES = {
+    "sequence_classification": "AutoModelForSequenceClassification",
+    "causal_lm": "AutoModelForCausalLM",
+}
+TASK_TEXT = {"sequence_classification": "text classification", "causal_lm": "causal language modelling"}
+TUNING_NAMES = {"lora": "LoRA", "adapter": "bottleneck-adapter", "full": "full"}
+# Which column of base-vs-tuned metrics is the model's own result (goes into model-index).
+OWN_RESULT_KEYS = ("tuned", "fine_tuned", "finetuned", "adapter", "model")
+
+
+def render_model_card(
+    *,
+    repo_id: str,
+    base_model: str,
+    base_model_revision: str | None,
+    task: str,
+    tuning: dict,
+    hyperparameters: dict,
+    datasets: list[str],
+    metrics: dict,
+    library_name: str = "peft",
+    tags: Iterable[str] = (),
+    license: str | None = None,
+    usage_snippet: str | None = None,
+) -> str:
+    """The README.md text. `metrics` is flat ({name: value}) or per model ({"base": {...}, "tuned": {...}})."""
+    validate_repo_id(repo_id)
+    base_model, ref_revision = _hub_id(base_model)
+    base_model_revision = base_model_revision or ref_revision
+    meta = _front_matter(repo_id, base_model, task, tuning, datasets, metrics, library_name, tags, license)
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+    snippet = usage_snippet or _usage_snippet(repo_id, base_model, task, library_name, tuning, hyperparameters)
+    body = [
+        f"# {repo_id.split('/')[-1]}\n",
+        _intro(repo_id, base_model, base_model_revision, task, tuning),
+        "## How to use\n",
+        f"```python\n{snippet.strip()}\n```\n",
+        "## Training configuration\n",
+        _table(("Setting", "Value"), _config_rows(base_model, base_model_revision, task, tuning, hyperparameters, datasets)),
+    ]
+    if metrics:
+        body += ["## Evaluation\n", _metrics_table(metrics)]
+    return f"---\n{front}---\n\n" + "\n".join(body)
+
+
+def _hub_id(base_model: str) -> tuple[str, str | None]:
+    """The base model as a hub id (+ revision from `id@rev`): a local path would be useless and leak a server path."""
+    try:
+        return split_model_ref(base_model)
+    except InvalidRepoId as err:
+        raise InvalidRepoId(f"base_model must be a hub repo id, not {base_model!r}: {err}") from err
+
+
+def _front_matter(repo_id, base_model, task, tuning, datasets, metrics, library_name, tags, license) -> dict:
+    pipeline_tag = PIPELINE_TAGS.get(task)
+    meta: dict = {"base_model": base_model, "library_name": library_name}
+    if pipeline_tag:
+        meta["pipeline_tag"] = pipeline_tag
+    if license:
+        meta["license"] = license
+    meta["tags"] = _tags(tuning, library_name, pipeline_tag, tags)
+    if datasets:
+        meta["datasets"] = list(datasets)
+    results = _own_metrics(metrics)
+    if results:
+        meta["model-index"] = _model_index(repo_id, pipeline_tag or task, datasets, results)
+    return meta
+
+
+def _tags(tuning: Mapping, library_name: str, pipeline_tag: str | None, extra: Iterable[str]) -> list[str]:
+    kind = str(tuning.get("type", "")).strip()
+    candidates = ["hubtune", kind, library_name, pipeline_tag, *extra]
+    if kind == "full":
+        candidates[1] = "full-fine-tuning"
+    return list(dict.fromkeys(t for t in candidates if t))  # ordered, unique, no blanks
+
+
+def _own_metrics(metrics: Mapping) -> dict[str, float]:
+    """The tuned model's numeric metrics (model-index holds one model's results)."""
+    if metrics and all(isinstance(v, Mapping) for v in metrics.values()):
+        key = next((k for k in OWN_RESULT_KEYS if k in metrics), list(metrics)[-1])
+        metrics = metrics[key]
+    return {k: float(v) for k, v in metrics.items() if _is_number(v)}
+
+
+def _model_index(repo_id: str, task_type: str, datasets: list[str], results: Mapping[str, float]) -> list:
+    dataset = {"type": datasets[0], "name": datasets[0]} if datasets else {"type": "custom", "name": "evaluation set"}
+    task = {"type": task_type}
+    if task_type in TASK_NAMES:
+        task["name"] = TASK_NAMES[task_type]
+    metrics = [{"type": name, "value": value, "name": name} for name, value in results.items()]
+    return [{"name": repo_id.split("/")[-1], "results": [{"task": task, "dataset": dataset, "metrics": metrics}]}]
+
+
+def _intro(repo_id, base_model, revision, task, tuning) -> str:
+    kind = TUNING_NAMES.get(tuning.get("type"), tuning.get("type"))
+    what = f"A {kind} fine-tune" if kind else "A fine-tune"
+    pinned = f" (revision `{revision}`)" if revision else ""
+    # No link for the base model: the hub may be a private endpoint, not huggingface.co.
+    return (
+        f"{what} of `{base_model}`{pinned} for {TASK_TEXT.get(task, task.replace('_', ' '))}, "
+        f"trained with hubtune and published as `{repo_id}`.\n"
+    )
+
+
+def _usage_snippet(repo_id, base_model, task, library_name, tuning, hyperparameters) -> str:
+    num_labels = hyperparameters.get("num_labels") or tuning.get("num_labels")
+    kwargs = f", num_labels={int(num_labels)}" if num_labels and task == "sequence_classification" else ""
+    if library_name == "peft":
+        cls, module = PEFT_CLASSES.get(task, "AutoPeftModel"), "peft"
+    else:
+        cls, module = TRANSFORMERS_CLASSES.get(task, "AutoModel"), "transformers"
+    lines = [
+        f"from {module} import {cls}",
+        "from transformers import AutoTokenizer",
+        "",
+        f'model = {cls}.from_pretrained("{repo_id}"{kwargs})',
+        f'tokenizer = AutoTokenizer.from_pretrained("{base_model}")',
+    ]
+    if task == "causal_lm":
+        lines += ['inputs = tokenizer("Hello!", return_tensors="pt")',
+                  "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))"]
+    elif task == "sequence_classification":
+        lines += ['inputs = tokenizer("Some text to classify", return_tensors="pt")',
+                  "print(model(**inputs).logits.argmax(-1).item())"]
+    return "\n".join(lines)
+
+
+def _config_rows(base_model, revision, task, tuning, hyperparameters, datasets) -> list[tuple]:
+    rows = [("base model", base_model)]
+    if revision:
+        rows.append(("base model revision", revision))
+    rows.append(("task", task))
+    rows += [(f"tuning.{k}", v) for k, v in tuning.items()]
+    rows += [(k, v) for k, v in hyperparameters.items()]
+    if datasets:
+        rows.append(("datasets", datasets))
+    return rows
+
+
+def _metrics_table(metrics: Mapping) -> str:
+    if all(isinstance(v, Mapping) for v in metrics.values()):
+        columns = list(metrics)
+        names = list(dict.fromkeys(n for col in columns for n in metrics[col]))
+        rows = [(n, *(metrics[c].get(n, "") for c in columns)) for n in names]
+        return _table(("Metric", *columns), rows)
+    return _table(("Metric", "Value"), list(metrics.items()))
+
+
+def _table(header: tuple, rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool) or value is None:
+        text = str(value)
+    elif isinstance(value, float) or (_is_number(value) and not isinstance(value, int)):
+        text = f"{float(value):.6g}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(str(v) for v in value)
+    elif isinstance(value, Mapping):
+        text = json.dumps(value, sort_keys=True, default=str)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
