@@ -1,0 +1,181 @@
+"""End to end on the distributed path: PostgreSQL + Redis + a real Celery worker process + the API server
+process, pushing with the unmodified huggingface_hub client to a hub-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.checks import assert_loss_fell, assert_same_outputs, outputs_from_hub_by_repo_id
+from tests.fixtures.tiny_models import (
+    make_tiny_bert, make_tiny_llama, write_chat_jsonl, write_classification_jsonl,
+)
+from tests.plugin.hubserver import HubServer
+from tests.support.services import postgres_database, redis_url
+from tests.support.stack import Stack, all_events, upload, wait_for
+
+pytestmark = pytest.mark.e2e
+HUB_TOKEN = "hub-secret-token"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distributed")
+    with postgres_database("hubtune_e2e") as db_url, HubServer(root / "hub-server", token=HUB_TOKEN) as hub:
+        stack = Stack(root, {
+            "HUBTUNE_DATABASE_URL": db_url, "HUBTUNE_BROKER_URL": redis_url(13),
+            "HUBTUNE_HUB_BACKEND": "hf", "HUBTUNE_HUB_ENDPOINT": hub.url, "HUBTUNE_HUB_TOKEN": HUB_TOKEN,
+            "HF_HUB_DISABLE_XET": "1", "HUBTUNE_HEARTBEAT_SECONDS": "1",
+        })
+        stack.run("hub", "import", str(make_tiny_bert(root / "tiny-bert")), "tiny/bert")
+        stack.run("hub", "import", str(make_tiny_llama(root / "tiny-llama")), "tiny/llama")
+        stack.start()
+        keys = {"alice": stack.run("keys", "create", "--name", "alice").strip(),
+                "bob": stack.run("keys", "create", "--name", "bob").strip()}
+        try:
+            yield {"stack": stack, "hub": hub, "keys": keys, "root": root}
+        finally:
+            stack.stop()
+
+
+def _client(env, who="alice") -> httpx.Client:
+    return env["stack"].client(env["keys"][who])
+
+
+def _create(client, **body) -> dict:
+    response = client.post("/fine_tuning/jobs", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _check_pushed_adapter(env, job, *, base: str, task: str) -> None:
+    repo_id, commit = job["fine_tuned_model"].split("@")
+    hub = env["hub"]
+    files = set(hub.hub.snapshot(repo_id, revision=commit).rglob("*"))
+    names = {p.name for p in files}
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "metrics.json"} <= names
+    reference = job["result"]["reference"]
+    loaded = outputs_from_hub_by_repo_id(
+        endpoint=hub.url, token=HUB_TOKEN, base=base, base_rev=job["model_revision"], repo_id=repo_id,
+        revision=commit, task=task, inputs=reference["inputs"], cache=env["root"] / f"cache-{job['id']}",
+    )
+    assert_same_outputs(reference, loaded)
+
+
+def test_classification_job_runs_end_to_end(env):
+    client, root = _client(env), env["root"]
+    train = upload(client, write_classification_jsonl(root / "cls-train.jsonl", n=64, seed=1))
+    valid = upload(client, write_classification_jsonl(root / "cls-valid.jsonl", n=16, seed=2))
+    job = _create(client, model="tiny/bert", training_file=train, validation_file=valid, seed=7,
+                  task="sequence_classification", tuning={"type": "lora", "r": 8, "alpha": 16},
+                  training={"learning_rate": 0.01, "max_seq_length": 32},
+                  hyperparameters={"n_epochs": 4, "batch_size": 8}, hub={"repo_id": "alice/tiny-cls"})
+    assert job["status"] == "validating_files" and job["tuning"]["r"] == 8
+    job = wait_for(client, job["id"], stack=env["stack"])
+    assert job["status"] == "succeeded", (job["error"], env["stack"].logs())
+    assert job["fine_tuned_model"].startswith("alice/tiny-cls@")
+    assert job["trained_tokens"] > 0 and job["finished_at"] >= job["created_at"]
+    assert len(job["model_revision"]) == 40
+    events = all_events(client, job["id"])
+    assert_loss_fell(events)
+    metrics = [e["data"] for e in events if e["type"] == "metrics"]
+    assert all({"step", "total_steps", "train_loss", "learning_rate", "epoch"} <= set(m) for m in metrics
+               if "train_loss" in m)
+    assert any("valid_loss" in m for m in metrics)
+    checkpoints = client.get(f"/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+    assert checkpoints and all(c["step_number"] > 0 for c in checkpoints)
+    _check_pushed_adapter(env, job, base="tiny/bert", task="sequence_classification")
+
+
+def test_causal_lm_chat_job_runs_end_to_end(env):
+    client, root = _client(env), env["root"]
+    train = upload(client, write_chat_jsonl(root / "chat-train.jsonl", n=48, seed=3))
+    job = _create(client, model="tiny/llama", training_file=train, seed=11, task="causal_lm",
+                  tuning={"type": "lora", "r": 8, "alpha": 16}, training={"learning_rate": 0.01, "max_seq_length": 64},
+                  hyperparameters={"n_epochs": 4, "batch_size": 8})
+    job = wait_for(client, job["id"], stack=env["stack"])
+    assert job["status"] == "succeeded", (job["error"], env["stack"].logs())
+    # No hub.repo_id: a repo named after the job under the owner's namespace.
+    assert job["fine_tuned_model"].startswith(f"alice/llama-{job['id']}@")
+    assert_loss_fell(all_events(client, job["id"]))
+    _check_pushed_adapter(env, job, base="tiny/llama", task="causal_lm")
+
+
+def test_cancel_stops_a_running_job_within_a_step(env):
+    client, root = _client(env), env["root"]
+    train = upload(client, write_classification_jsonl(root / "long.jsonl", n=64, seed=4))
+    job = _create(client, model="tiny/bert", training_file=train, task="sequence_classification",
+                  training={"max_steps": 5000, "max_seq_length": 32}, hyperparameters={"batch_size": 4})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        steps = [e["data"]["step"] for e in all_events(client, job["id"]) if e["type"] == "metrics"]
+        if steps and max(steps) >= 3:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(env["stack"].logs())
+    response = client.post(f"/fine_tuning/jobs/{job['id']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    at_cancel = max(e["data"]["step"] for e in all_events(client, job["id"]) if e["type"] == "metrics")
+    time.sleep(4)
+    after = [e["data"]["step"] for e in all_events(client, job["id"]) if e["type"] == "metrics"]
+    assert max(after) <= at_cancel + 1, f"kept training after cancel: {at_cancel} -> {max(after)}"
+    job = client.get(f"/fine_tuning/jobs/{job['id']}").json()
+    assert job["status"] == "cancelled" and job["fine_tuned_model"] is None
+
+
+BAD_ROWS = {
+    "malformed": ('{"text": "good", "label": "a"}\n{"text": "b", "label": "b"}\n{"text": oops}\n', "line 3"),
+    "missing_column": ('{"text": "x", "label": "a"}\n{"text": "y"}\n', "line 2"),
+    "wrong_label_type": ('{"text": "x", "label": "a"}\n{"text": "y", "label": [1]}\n', "line 2"),
+}
+
+
+def test_bad_input_fails_cleanly_and_other_jobs_carry_on(env):
+    client, root = _client(env), env["root"]
+    failed = {}
+    for name, (text, where) in BAD_ROWS.items():
+        path = root / f"{name}.jsonl"
+        path.write_text(text)
+        failed[name] = (_create(client, model="tiny/bert", training_file=upload(client, path),
+                                task="sequence_classification")["id"], where)
+    good_file = upload(client, write_classification_jsonl(root / "ok.jsonl", n=32, seed=5))
+    unknown_model = _create(client, model="nobody/no-such-model", training_file=good_file)["id"]
+    good = _create(client, model="tiny/bert", training_file=good_file, task="sequence_classification",
+                   hyperparameters={"n_epochs": 1, "batch_size": 8}, training={"max_seq_length": 32})["id"]
+
+    for name, (job_id, where) in failed.items():
+        job = wait_for(client, job_id)
+        assert job["status"] == "failed", name
+        assert job["error"]["param"] == "training_file" and where in job["error"]["message"], job["error"]
+        assert job["error"]["code"], job["error"]
+    job = wait_for(client, unknown_model)
+    assert job["status"] == "failed" and job["error"]["code"] == "model_not_found"
+    assert job["error"]["param"] == "model"
+    assert wait_for(client, good, stack=env["stack"])["status"] == "succeeded"
+
+    # Mistakes the server can see at once are a 4xx naming the field, never a 500.
+    empty = client.post("/files", data={"purpose": "fine-tune"}, files={"file": ("e.jsonl", b"")})
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "file"
+    for body, param in [
+        ({"model": "tiny/bert", "training_file": "file-doesnotexist"}, "training_file"),
+        ({"model": "tiny/bert", "training_file": good_file, "hyperparameters": {"n_epochs": 0}},
+         "hyperparameters.n_epochs"),
+        ({"model": "tiny/bert", "training_file": good_file, "tuning": {"rank": 4}}, "tuning.rank"),
+    ]:
+        response = client.post("/fine_tuning/jobs", json=body)
+        assert 400 <= response.status_code < 500, response.text
+        assert response.json()["error"]["param"] == param, response.text
+
+
+def test_other_owners_see_nothing(env):
+    alice, bob = _client(env), _client(env, "bob")
+    jobs = alice.get("/fine_tuning/jobs", params={"limit": 1}).json()["data"]
+    assert jobs
+    assert bob.get(f"/fine_tuning/jobs/{jobs[0]['id']}").status_code == 404
+    assert bob.get(f"/fine_tuning/jobs/{jobs[0]['id']}/events").status_code == 404
+    assert bob.get("/fine_tuning/jobs").json()["data"] == []
+    assert json.loads(bob.get(f"/files/{jobs[0]['training_file']}").text)["error"]["code"]

@@ -1,0 +1,108 @@
+"""Real hubtune processes for end-to-end tests: a server and a Celery worker, started with their own
+environment, their logs kept for the failure report, and stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.services import free_port
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def hubtune_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hubtune.cli", *args]
+
+
+class Stack:
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.env = {**os.environ, "HUBTUNE_DATA_DIR": str(root / "data"), **env}
+        self.env.pop("HF_ENDPOINT", None)
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def run(self, *args: str) -> str:
+        out = subprocess.run(hubtune_cmd(*args), env=self.env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, f"hubtune {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "w")
+        proc = subprocess.Popen(hubtune_cmd(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append((name, proc))
+        return proc
+
+    def start(self, *, worker_queues: str = "prepare,train,publish") -> Stack:
+        self.run("db", "upgrade")
+        self.spawn("worker", "worker", "--queues", worker_queues, "--loglevel", "INFO")
+        self.spawn("server", "server", "--port", str(self.port), "--no-migrate")
+        self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise AssertionError(f"server did not start:\n{self.logs()}")
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.root.glob("*.log")):
+            parts.append(f"--- {path.name} ---\n" + path.read_text()[-6000:])
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            proc.terminate()
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+    def client(self, key: str) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.url}/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def upload(client: httpx.Client, path: Path) -> str:
+    response = client.post("/files", data={"purpose": "fine-tune"}, files={"file": (path.name, path.read_bytes())})
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def wait_for(client: httpx.Client, job_id: str, *, statuses=TERMINAL, timeout: float = 600,
+             stack: Stack | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/fine_tuning/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s\n{stack.logs() if stack else ''}")
+
+
+def all_events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    """Every event of a job, oldest first, walking the newest-first pages."""
+    events, after = [], None
+    while True:
+        params = {"limit": 100, **({"after": after} if after else {})}
+        page = client.get(f"/fine_tuning/jobs/{job_id}/events", params=params).json()
+        events.extend(page["data"])
+        if not page["has_more"]:
+            return list(reversed(events))
+        after = page["data"][-1]["id"]
