@@ -71,7 +71,8 @@ def _send_pending(session: Session) -> None:
     pending = session.info.pop("hubtune_doorbells", [])
     if not pending:
         return
-    app = get_celery()
+    # A session may name its own Celery app (the API server built for other settings does); else the process one.
+    app = session.info.get("hubtune_celery") or get_celery()
     for task, job_id, queue in pending:
         app.send_task(task, args=[job_id], queue=queue)
 

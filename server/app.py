@@ -1,0 +1,51 @@
+"""The app factory. It does not run migrations (the CLI does: `hubtune db upgrade`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.orm import sessionmaker
+
+import hubtune
+from hubtune.db import engine_for
+from hubtune.queue import make_celery
+from hubtune.settings import Settings, get_settings
+from hubtune.storage import Storage
+from server.errors import install_error_handlers
+from server.routes import files, health, jobs
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for `settings` (default: the process settings from HUBTUNE_* variables).
+
+    The app's database is `settings`' database. Doorbells go through the Celery app for the same
+    settings: `hubtune.queue.get_celery()` (looked up at send time, so tests may monkeypatch it) when no
+    settings are given or they name the process's broker, else one made for `settings`.
+    `app.state.celery` may be replaced; None means get_celery().
+    """
+    explicit = settings is not None
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="hubtune",
+        version=hubtune.__version__,
+        description="Self-hosted fine-tuning for Hugging Face models, with the OpenAI fine-tuning API.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine_for(settings.resolved_database_url)
+    app.state.sessionmaker = sessionmaker(bind=app.state.engine, expire_on_commit=False)
+    app.state.storage = Storage(settings.storage_dir)
+    app.state.celery = make_celery(settings) if explicit and _own_broker(settings) else None
+
+    install_error_handlers(app)
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(files.router)
+    v1.include_router(jobs.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    return app
+
+
+def _own_broker(settings: Settings) -> bool:
+    """Whether `settings` send to another broker (or queue folder) than the process-wide Celery app."""
+    default = get_settings()
+    return (settings.resolved_broker_url, settings.queue_dir) != (default.resolved_broker_url, default.queue_dir)
+

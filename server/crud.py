@@ -1,0 +1,237 @@
+"""Queries and writes behind the routes: owner scoping, cursor pages, job creation and cancellation."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from hubtune.ids import new_id
+from hubtune.lifecycle import TERMINAL, Status, add_event, transition
+from hubtune.models import ApiKey, Checkpoint, File, Job, JobEvent, now
+from hubtune.queue import DEFAULT_TRAIN_QUEUE, PREPARE, TRAIN, ring
+from hubtune.settings import Settings
+from hubtune.spec import JobRequest
+from server.errors import ApiError, bad_request, not_found
+from server.repo_ids import InvalidModelRef, check_model_ref, check_repo_id
+from server.schemas import CHECKPOINT_PREFIX, EVENT_PREFIX
+
+FINE_TUNE = "fine-tune"
+CANCELLABLE = frozenset({Status.VALIDATING_FILES, Status.QUEUED, Status.RUNNING, Status.PAUSED})
+PAUSABLE = frozenset({Status.QUEUED, Status.RUNNING})
+
+
+def _clean_id(value: str) -> str | None:
+    # PostgreSQL text cannot hold NUL; such an id can match nothing, so answer 404 rather than 500.
+    return None if "\x00" in value else value
+
+
+def page(session: Session, stmt: Select, limit: int) -> tuple[list[Any], bool]:
+    """Run `stmt` for one page: (rows, has_more), fetching one row more than asked."""
+    rows = list(session.execute(stmt.limit(limit + 1)).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+def visible(stmt: Select, model: type, key: ApiKey) -> Select:
+    return stmt if key.is_admin else stmt.where(model.owner == key.owner)
+
+
+def get_file(session: Session, key: ApiKey, file_id: str) -> File:
+    row = session.get(File, file_id) if _clean_id(file_id) else None
+    if row is None or row.deleted_at is not None or (row.owner != key.owner and not key.is_admin):
+        raise not_found("file", file_id)
+    return row
+
+
+def list_files(
+    session: Session, key: ApiKey, *, purpose: str | None, after: str | None, limit: int, order: str
+) -> tuple[list[File], bool]:
+    stmt = visible(select(File).where(File.deleted_at.is_(None)), File, key)
+    if purpose:
+        stmt = stmt.where(File.purpose == purpose)
+    if after:
+        if not _clean_id(after):
+            raise bad_request("Invalid cursor", param="after", code="invalid_cursor")
+        stmt = stmt.where(File.id < after if order == "desc" else File.id > after)
+    stmt = stmt.order_by(File.id.desc() if order == "desc" else File.id.asc())
+    return page(session, stmt, limit)
+
+
+# --- jobs -------------------------------------------------------------------------------------------
+
+
+def get_job(session: Session, key: ApiKey, job_id: str) -> Job:
+    row = session.get(Job, job_id) if _clean_id(job_id) else None
+    if row is None or (row.owner != key.owner and not key.is_admin):
+        raise not_found("fine-tuning job", job_id)
+    return row
+
+
+def list_jobs(session: Session, key: ApiKey, *, after: str | None, limit: int) -> tuple[list[Job], bool]:
+    stmt = visible(select(Job), Job, key)
+    if after:
+        if not _clean_id(after):
+            raise bad_request("Invalid cursor", param="after", code="invalid_cursor")
+        stmt = stmt.where(Job.id < after)
+    return page(session, stmt.order_by(Job.id.desc()), limit)
+
+
+def _find_nul(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) holding a NUL character, which PostgreSQL refuses."""
+    if isinstance(value, str):
+        return path or "body" if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if "\x00" in str(k):
+                return sub
+            if (found := _find_nul(v, sub)) is not None:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if (found := _find_nul(v, f"{path}[{i}]")) is not None:
+                return found
+    return None
+
+
+def _check_file(session: Session, key: ApiKey, file_id: str, param: str) -> None:
+    row = session.get(File, file_id) if _clean_id(file_id) else None
+    if row is None or row.deleted_at is not None or (row.owner != key.owner and not key.is_admin):
+        raise bad_request(f"File '{file_id}' not found.", param=param, code="file_not_found")
+    if row.purpose != FINE_TUNE:
+        raise bad_request(
+            f"File '{file_id}' has purpose '{row.purpose}', expected '{FINE_TUNE}'.", param=param,
+            code="invalid_file_purpose",
+        )
+
+
+def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Settings) -> Job:
+    """Check the request against the database and the hub naming rules, add the job row, its first
+    event and the prepare doorbell (sent only once the caller commits)."""
+    spec = request.model_dump(mode="json")
+    if (nul := _find_nul(spec)) is not None:
+        raise bad_request(f"Invalid value for '{nul}': NUL characters are not allowed.", param=nul,
+                          code="invalid_value")
+    try:
+        check_model_ref(request.model)
+    except InvalidModelRef as exc:
+        raise bad_request(f"Invalid model '{request.model}': {exc}", param="model", code="invalid_model") from None
+    if request.hub is not None and request.hub.repo_id is not None:
+        try:
+            check_repo_id(request.hub.repo_id)
+        except InvalidModelRef as exc:
+            raise bad_request(str(exc), param="hub.repo_id", code="invalid_repo_id") from None
+    _check_file(session, key, request.training_file, "training_file")
+    if request.validation_file is not None:
+        _check_file(session, key, request.validation_file, "validation_file")
+
+    seed = request.seed if request.seed is not None else secrets.randbelow(2**31 - 1)
+    spec["seed"] = seed
+    t = now()
+    job = Job(
+        id=new_id("ftjob"),
+        owner=key.owner,
+        status=Status.VALIDATING_FILES.value,
+        model=request.model,
+        training_file=request.training_file,
+        validation_file=request.validation_file,
+        suffix=request.suffix,
+        seed=seed,
+        spec=spec,
+        attempts=0,
+        max_attempts=settings.max_attempts,
+        lease_token=0,
+        created_at=t,
+        updated_at=t,
+    )
+    session.add(job)
+    session.flush()  # the event's foreign key needs the job row first
+    add_event(session, job.id, "Created fine-tuning job", data={"job_id": job.id})
+    ring(session, PREPARE, job.id)
+    return job
+
+
+def cancel_job(session: Session, job: Job) -> None:
+    """Move a live job to cancelled; the worker holding it notices at its next step and stops."""
+    for _ in range(5):  # the row may move (e.g. queued -> running) between our read and our update
+        status = Status(job.status)
+        if status == Status.CANCELLED:
+            return
+        if status in TERMINAL:
+            raise bad_request(
+                f"Fine-tuning job {job.id} has already {status.value}; only a live job can be cancelled.",
+                param="fine_tuning_job_id", code="invalid_state",
+            )
+        if transition(
+            session, job.id, Status.CANCELLED, expect=CANCELLABLE, message="Fine-tuning job cancelled",
+        ):
+            return
+        session.refresh(job)
+    raise ApiError(409, f"Fine-tuning job {job.id} is changing state; try again.", code="conflict")
+
+
+def pause_job(session: Session, job: Job) -> None:
+    for _ in range(5):
+        status = Status(job.status)
+        if status == Status.PAUSED:
+            return
+        if status not in PAUSABLE:
+            raise bad_request(
+                f"Fine-tuning job {job.id} is {status.value}; only a queued or running job can be paused.",
+                param="fine_tuning_job_id", code="invalid_state",
+            )
+        if transition(session, job.id, Status.PAUSED, expect=PAUSABLE, message="Fine-tuning job paused"):
+            return
+        session.refresh(job)
+    raise ApiError(409, f"Fine-tuning job {job.id} is changing state; try again.", code="conflict")
+
+
+def resume_job(session: Session, job: Job) -> None:
+    status = Status(job.status)
+    if status in (Status.QUEUED, Status.RUNNING):
+        return
+    if status != Status.PAUSED:
+        raise bad_request(
+            f"Fine-tuning job {job.id} is {status.value}; only a paused job can be resumed.",
+            param="fine_tuning_job_id", code="invalid_state",
+        )
+    if transition(session, job.id, Status.QUEUED, expect=Status.PAUSED, message="Fine-tuning job resumed"):
+        ring(session, TRAIN, job.id, queue=job.queue or DEFAULT_TRAIN_QUEUE)
+        return
+    session.refresh(job)
+    if Status(job.status) not in (Status.QUEUED, Status.RUNNING):
+        raise ApiError(409, f"Fine-tuning job {job.id} is changing state; try again.", code="conflict")
+
+
+# --- events and checkpoints -------------------------------------------------------------------------
+
+
+def _int_cursor(after: str | None, prefix: str) -> int | None:
+    if not after:
+        return None
+    raw = after[len(prefix) :] if after.startswith(prefix) else after
+    if not raw.isdigit() or len(raw) > 18:
+        raise bad_request(f"Invalid cursor '{after}': expected an id like '{prefix}123'.", param="after",
+                          code="invalid_cursor")
+    return int(raw)
+
+
+def list_events(session: Session, job: Job, *, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
+    stmt = select(JobEvent).where(JobEvent.job_id == job.id)
+    if (cursor := _int_cursor(after, EVENT_PREFIX)) is not None:
+        stmt = stmt.where(JobEvent.id < cursor)
+    return page(session, stmt.order_by(JobEvent.id.desc()), limit)
+
+
+def list_checkpoints(
+    session: Session, job: Job, *, after: str | None, limit: int
+) -> tuple[list[Checkpoint], bool]:
+    stmt = select(Checkpoint).where(Checkpoint.job_id == job.id)
+    if (cursor := _int_cursor(after, CHECKPOINT_PREFIX)) is not None:
+        stmt = stmt.where(Checkpoint.id < cursor)
+    return page(session, stmt.order_by(Checkpoint.id.desc()), limit)

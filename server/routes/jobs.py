@@ -1,0 +1,91 @@
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume; events and checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from hubtune.models import Job
+from hubtune.spec import JobRequest
+from server import crud
+from server.deps import CurrentKey, SessionDep, SettingsDep
+from server.schemas import CheckpointList, CheckpointPublic, EventList, EventPublic, JobList, JobPublic
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+@router.post("", response_model=JobPublic)
+def create_job(session: SessionDep, key: CurrentKey, settings: SettingsDep, body: JobRequest) -> JobPublic:
+    job = crud.create_job(session, key, body, settings)
+    job_id = job.id
+    try:
+        session.commit()  # the prepare doorbell goes out here, after the row is committed
+    except Exception:
+        # The commit may have succeeded and only the doorbell failed (broker down): then the job exists
+        # and answering 500 would make the client submit it twice.
+        session.close()  # the transaction is over either way (committed, or failed and rolled back)
+        if session.get(Job, job_id) is None:
+            raise
+        log.exception("job %s was created but its prepare message could not be sent", job_id)
+    return JobPublic.of(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(session: SessionDep, key: CurrentKey, after: str | None = None, limit: Limit = 20) -> JobList:
+    rows, has_more = crud.list_jobs(session, key, after=after, limit=limit)
+    return JobList(data=[JobPublic.of(r) for r in rows], has_more=has_more)
+
+
+@router.get("/{fine_tuning_job_id}", response_model=JobPublic)
+def retrieve_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
+    return JobPublic.of(crud.get_job(session, key, fine_tuning_job_id))
+
+
+def _change(session: SessionDep, key: CurrentKey, job_id: str, action) -> JobPublic:
+    job = crud.get_job(session, key, job_id)
+    action(session, job)
+    session.commit()
+    session.refresh(job)  # transition() updates the row behind the session's back
+    return JobPublic.of(job)
+
+
+@router.post("/{fine_tuning_job_id}/cancel", response_model=JobPublic)
+def cancel_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
+    return _change(session, key, fine_tuning_job_id, crud.cancel_job)
+
+
+@router.post("/{fine_tuning_job_id}/pause", response_model=JobPublic)
+def pause_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
+    return _change(session, key, fine_tuning_job_id, crud.pause_job)
+
+
+@router.post("/{fine_tuning_job_id}/resume", response_model=JobPublic)
+def resume_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
+    return _change(session, key, fine_tuning_job_id, crud.resume_job)
+
+
+@router.get("/{fine_tuning_job_id}/events", response_model=EventList)
+def list_events(
+    session: SessionDep, key: CurrentKey, fine_tuning_job_id: str, after: str | None = None, limit: Limit = 20
+) -> EventList:
+    job = crud.get_job(session, key, fine_tuning_job_id)
+    rows, has_more = crud.list_events(session, job, after=after, limit=limit)
+    return EventList(data=[EventPublic.of(r) for r in rows], has_more=has_more)
+
+
+@router.get("/{fine_tuning_job_id}/checkpoints", response_model=CheckpointList)
+def list_checkpoints(
+    session: SessionDep, key: CurrentKey, fine_tuning_job_id: str, after: str | None = None, limit: Limit = 10
+) -> CheckpointList:
+    job = crud.get_job(session, key, fine_tuning_job_id)
+    rows, has_more = crud.list_checkpoints(session, job, after=after, limit=limit)
+    data = [CheckpointPublic.of(r, job) for r in rows]
+    return CheckpointList(
+        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+    )
