@@ -1,0 +1,483 @@
+"""Training: transformers' Trainer + a tuning method (peft), reporting through hooks.
+
+``train(plan, hooks)`` is the one entry point the Celery task calls; it knows nothing about jobs,
+the database or the hub. ``load_for_inference`` and ``reference_outputs`` load a saved artifact back
+and compute the probe outputs, so that a saved adapter can be checked against the trained model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from hubtune.spec import Training, Tuning
+from worker.engine.data import (
+    CAUSAL_LM,
+    SEQUENCE_CLASSIFICATION,
+    DataError,
+    Examples,
+    check_validation,
+    load_examples,
+)
+from worker.engine.datasets import PadCollator, build_dataset, encode_causal_text, probe_input
+from worker.engine.methods import get_method
+
+TRAINING_INFO_FILE = "hubtune_training.json"
+N_PROBES = 4
+TOP_K = 5
+
+
+@dataclass
+class TrainPlan:
+    task: str  # "sequence_classification" | "causal_lm"
+    model_dir: Path  # local folder with the base model (config, safetensors, tokenizer)
+    train_file: Path
+    valid_file: Path | None
+    output_dir: Path  # final artifact goes here
+    checkpoints_dir: Path
+    seed: int
+    tuning: Tuning
+    training: Training
+    hyperparameters: dict  # from resolve_hyperparameters
+    resume_from: Path | None = None
+    # When should_stop() ends training, save a checkpoint at that step first (a paused job resumes
+    # from exactly there; a cancelled one simply ignores it).
+    checkpoint_on_stop: bool = True
+
+
+class Hooks(Protocol):
+    """What the caller hears while training runs (all calls come from the training thread).
+
+    - ``on_start``: once, before the first step (``total_steps`` is the planned optimizer steps).
+    - ``on_metrics``: after each logging step ``{step, total_steps, epoch, trained_tokens, train_loss,
+      learning_rate, grad_norm}``, and after each evaluation (per checkpoint, when there is a
+      validation file) ``{step, total_steps, epoch, trained_tokens, valid_loss[, valid_accuracy]}``.
+      ``trained_tokens`` counts the non-padding tokens fed so far (prompts included).
+    - ``on_checkpoint``: after a checkpoint folder is written (every ``training.save_steps`` steps,
+      else every epoch; also at the step where should_stop() ended training), with the latest
+      ``train_loss``/``valid_loss``/``valid_accuracy``.
+    - ``should_stop``: polled after every optimizer step; True ends training after that step.
+    """
+
+    def on_start(self, *, total_steps: int, trainable_params: int, total_params: int) -> None: ...
+
+    def on_metrics(self, metrics: dict) -> None: ...
+
+    def on_checkpoint(self, *, step: int, path: Path, metrics: dict) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+@dataclass
+class TrainResult:
+    stopped: bool  # True when should_stop() ended it early
+    steps: int
+    trained_tokens: int
+    metrics: dict  # final train_loss, valid_loss (if any), valid_accuracy for classification
+    reference: dict  # probe outputs of the trained in-memory model ({} when stopped)
+    trainable_params: int
+    total_params: int
+    data: dict = field(default_factory=dict)  # examples/tokens/skipped counts of what was trained
+
+
+class NullHooks:
+    """Hooks that do nothing (handy for scripts and tests)."""
+
+    def on_start(self, *, total_steps: int, trainable_params: int, total_params: int) -> None:
+        pass
+
+    def on_metrics(self, metrics: dict) -> None:
+        pass
+
+    def on_checkpoint(self, *, step: int, path: Path, metrics: dict) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _quiet() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def _transformers_verbosity(level: int):
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    if tokenizer.pad_token_id is None:
+        for candidate in (tokenizer.eos_token, tokenizer.unk_token):
+            if candidate is not None:
+                tokenizer.pad_token = candidate
+                break
+        else:
+            raise ValueError("the tokenizer has no pad, eos or unk token to pad with")
+    return tokenizer
+
+
+def load_base_model(model_dir: Path, *, task: str, labels: list[str] | None = None, tokenizer=None):
+    """The base model from safetensors (no remote code), float32, and the names of the modules the
+    checkpoint lacked (a new task head): those must be trained in full and saved with the adapter."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    kwargs: dict[str, Any] = {
+        "use_safetensors": True,
+        "trust_remote_code": False,
+        "dtype": torch.float32,
+        "output_loading_info": True,
+    }
+    if task == SEQUENCE_CLASSIFICATION and not labels:
+        raise ValueError("sequence_classification needs the label names")
+    if task not in (SEQUENCE_CLASSIFICATION, CAUSAL_LM):
+        raise ValueError(f"unknown task {task!r}")
+    # The "newly initialized" load report is expected (a new head) and handled below: keep it quiet.
+    with _transformers_verbosity(hf_logging.ERROR):
+        if task == SEQUENCE_CLASSIFICATION:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                str(model_dir),
+                num_labels=len(labels),
+                id2label={i: label for i, label in enumerate(labels)},
+                label2id={label: i for i, label in enumerate(labels)},
+                **kwargs,
+            )
+        else:
+            model, info = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    if tokenizer is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    new_modules = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", ()) if "." in key})
+    return model, new_modules
+
+
+def load_for_inference(*, model_dir: Path, adapter_dir: Path, task: str):
+    """(model, tokenizer) of a saved artifact: the base model with the adapter loaded by peft."""
+    from peft import PeftModel
+
+    _quiet()
+    adapter_dir = Path(adapter_dir)
+    info_path = adapter_dir / TRAINING_INFO_FILE
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else Path(model_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    base, _ = load_base_model(Path(model_dir), task=task, labels=info.get("labels"), tokenizer=tokenizer)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = PeftModel.from_pretrained(base, str(adapter_dir))
+    model.eval()
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes
+
+
+@torch.no_grad()
+def reference_outputs(model, tokenizer, *, task: str, inputs: list[str], max_length: int | None = None) -> dict:
+    """Outputs of ``model`` (put in eval mode) on ``inputs``, one at a time (no padding).
+
+    sequence_classification: ``{"task", "inputs", "logits": [[one per label], ...]}``.
+    causal_lm: the last position's top-5 tokens: ``{"task", "inputs", "token_ids": [[5 ids]],
+    "logits": [[5 values]]}``. Texts are cut to ``max_length`` tokens (the start for classification,
+    the end for causal prompts, which keeps the position that predicts the answer).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    out: dict[str, Any] = {"task": task, "inputs": list(inputs), "logits": []}
+    if task == CAUSAL_LM:
+        out["token_ids"] = []
+    for text in inputs:
+        if task == SEQUENCE_CLASSIFICATION:
+            ids = tokenizer(text, truncation=max_length is not None, max_length=max_length)["input_ids"]
+        else:
+            ids = encode_causal_text(tokenizer, text)
+            if max_length is not None:
+                ids = ids[-max_length:]
+        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits.float()
+        if task == SEQUENCE_CLASSIFICATION:
+            out["logits"].append(logits[0].cpu().tolist())
+        else:
+            values, indices = logits[0, -1].topk(TOP_K)
+            out["logits"].append(values.cpu().tolist())
+            out["token_ids"].append(indices.cpu().tolist())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def _count_params(model) -> tuple[int, int]:
+    trainable = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+def _accuracy(eval_pred) -> dict:
+    predictions, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(predictions, tuple):
+        predictions = predictions[0]
+    return {"accuracy": float((predictions == labels).mean())}
+
+
+def _argmax_logits(logits, labels):
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def _make_callback(hooks: Hooks, plan: TrainPlan, counts: dict, state_box: dict):
+    from transformers import TrainerCallback
+
+    class HooksCallback(TrainerCallback):
+        """Forwards Trainer events to the hooks and polls should_stop() after every optimizer step."""
+
+        def __init__(self) -> None:
+            self.latest: dict[str, Any] = {}
+
+        def _base(self, state) -> dict:
+            return {
+                "step": state.global_step,
+                "total_steps": state.max_steps,
+                "epoch": round(state.epoch or 0.0, 4),
+                "trained_tokens": int(state.num_input_tokens_seen),
+            }
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            hooks.on_start(
+                total_steps=state.max_steps,
+                trainable_params=counts["trainable"],
+                total_params=counts["total"],
+            )
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "loss" in logs:
+                metrics = self._base(state)
+                metrics["train_loss"] = float(logs["loss"])
+                if "learning_rate" in logs:
+                    metrics["learning_rate"] = float(logs["learning_rate"])
+                if "grad_norm" in logs and logs["grad_norm"] is not None:
+                    metrics["grad_norm"] = float(logs["grad_norm"])
+                self.latest.update(train_loss=metrics["train_loss"], train_loss_step=state.global_step)
+                hooks.on_metrics(metrics)
+            elif "eval_loss" in logs:
+                metrics = self._base(state)
+                metrics["valid_loss"] = float(logs["eval_loss"])
+                if "eval_accuracy" in logs:
+                    metrics["valid_accuracy"] = float(logs["eval_accuracy"])
+                self.latest.update(
+                    {k: v for k, v in metrics.items() if k.startswith("valid_")}, valid_step=state.global_step
+                )
+                hooks.on_metrics(metrics)
+
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            metrics = self._base(state)
+            for key in ("train_loss", "valid_loss", "valid_accuracy"):
+                if key in self.latest:
+                    metrics[key] = self.latest[key]
+            hooks.on_checkpoint(step=state.global_step, path=path, metrics=metrics)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_log = True  # the last step always reports its loss
+            elif hooks.should_stop():
+                state_box["stopped"] = True
+                control.should_training_stop = True
+                control.should_log = True
+                if plan.checkpoint_on_stop:
+                    control.should_save = True
+
+    return HooksCallback()
+
+
+def _training_arguments(plan: TrainPlan, *, has_eval: bool):
+    from transformers import TrainingArguments
+
+    hp, training = plan.hyperparameters, plan.training
+    strategy = "steps" if training.save_steps else "epoch"
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return TrainingArguments(
+        output_dir=str(plan.checkpoints_dir),
+        num_train_epochs=hp["n_epochs"],
+        max_steps=training.max_steps or -1,
+        per_device_train_batch_size=hp["batch_size"],
+        per_device_eval_batch_size=hp["batch_size"],
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        learning_rate=hp["learning_rate"],
+        weight_decay=training.weight_decay,
+        warmup_steps=training.warmup_ratio if training.warmup_ratio > 0 else 0,
+        lr_scheduler_type="linear",
+        logging_strategy="steps",
+        logging_steps=training.logging_steps,
+        save_strategy=strategy,
+        save_steps=training.save_steps or 500,
+        eval_strategy=strategy if has_eval else "no",
+        eval_steps=training.save_steps if has_eval and training.save_steps else None,
+        seed=plan.seed,
+        data_seed=plan.seed,
+        report_to="none",
+        disable_tqdm=True,
+        log_level="warning",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        bf16=bf16,
+    )
+
+
+def _load_data(plan: TrainPlan) -> tuple[Examples, Examples | None]:
+    train_examples = load_examples(plan.train_file, task=plan.task, param="training_file")
+    valid_examples = None
+    if plan.valid_file is not None:
+        valid_examples = load_examples(plan.valid_file, task=plan.task, param="validation_file")
+        check_validation(train_examples, valid_examples)
+    return train_examples, valid_examples
+
+
+def train(plan: TrainPlan, hooks: Hooks) -> TrainResult:
+    """Fine-tune ``plan.model_dir`` on ``plan.train_file`` per the plan; see the module docstring.
+
+    Raises DataError for bad data, ValueError for a bad plan (unknown method, targets that match no
+    layer). On success (not stopped) ``plan.output_dir`` holds the adapter, the tokenizer and
+    ``hubtune_training.json``.
+    """
+    from transformers import PrinterCallback, Trainer, set_seed
+
+    _quiet()
+    started = time.monotonic()
+    train_examples, valid_examples = _load_data(plan)
+    labels = train_examples.labels if plan.task == SEQUENCE_CLASSIFICATION else []
+
+    set_seed(plan.seed)
+    tokenizer = load_tokenizer(plan.model_dir)
+    model, new_modules = load_base_model(plan.model_dir, task=plan.task, labels=labels, tokenizer=tokenizer)
+    model = get_method(plan.tuning.type)(model, plan.tuning, task=plan.task, modules_to_save=new_modules)
+    trainable, total = _count_params(model)
+
+    max_len = plan.training.max_seq_length
+    label2id = train_examples.label2id
+    train_ds = build_dataset(train_examples, tokenizer=tokenizer, max_seq_length=max_len, label2id=label2id)
+    if len(train_ds) == 0:
+        raise DataError(
+            f"no training example has a trained token left after truncation at max_seq_length={max_len}",
+            code="invalid_file_format",
+            param="training_file",
+        )
+    valid_ds = None
+    if valid_examples is not None:
+        valid_ds = build_dataset(valid_examples, tokenizer=tokenizer, max_seq_length=max_len, label2id=label2id)
+        if len(valid_ds) == 0:
+            valid_ds = None
+
+    state_box: dict[str, Any] = {"stopped": False}
+    callback = _make_callback(hooks, plan, {"trainable": trainable, "total": total}, state_box)
+    classification = plan.task == SEQUENCE_CLASSIFICATION
+    trainer = Trainer(
+        model=model,
+        args=_training_arguments(plan, has_eval=valid_ds is not None),
+        train_dataset=train_ds,
+        eval_dataset=valid_ds,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        compute_metrics=_accuracy if classification and valid_ds is not None else None,
+        preprocess_logits_for_metrics=_argmax_logits if classification and valid_ds is not None else None,
+        callbacks=[callback],
+    )
+    trainer.remove_callback(PrinterCallback)  # the hooks report progress; no stdout clutter
+    output = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
+    state = trainer.state
+    stopped = bool(state_box["stopped"])
+
+    metrics: dict[str, Any] = {}
+    if "train_loss" in callback.latest:
+        metrics["train_loss"] = callback.latest["train_loss"]
+    if output.training_loss is not None and math.isfinite(output.training_loss):
+        metrics["train_loss_mean"] = float(output.training_loss)
+        metrics.setdefault("train_loss", float(output.training_loss))
+    if valid_ds is not None and not stopped:
+        if callback.latest.get("valid_step") == state.global_step:
+            evaluated = {k: v for k, v in callback.latest.items() if k in ("valid_loss", "valid_accuracy")}
+        else:
+            raw = trainer.evaluate()  # logs through on_log, so hooks see it as well
+            evaluated = {"valid_loss": float(raw["eval_loss"])}
+            if "eval_accuracy" in raw:
+                evaluated["valid_accuracy"] = float(raw["eval_accuracy"])
+        metrics.update(evaluated)
+    metrics["train_runtime_s"] = round(time.monotonic() - started, 3)
+
+    data = {
+        "train_examples": len(train_ds),
+        "train_skipped_examples": len(train_ds.skipped),
+        "train_tokens": train_ds.tokens,
+        "valid_examples": len(valid_ds) if valid_ds is not None else 0,
+    }
+    reference: dict = {}
+    if not stopped:
+        source = valid_examples if valid_examples is not None else train_examples
+        inputs = [probe_input(row, fmt=source.format, tokenizer=tokenizer) for row in source.rows[:N_PROBES]]
+        reference = reference_outputs(model, tokenizer, task=plan.task, inputs=inputs, max_length=max_len)
+        _save_artifact(plan, model, tokenizer, train_examples, metrics)
+
+    return TrainResult(
+        stopped=stopped,
+        steps=state.global_step,
+        trained_tokens=int(state.num_input_tokens_seen),
+        metrics=metrics,
+        reference=reference,
+        trainable_params=trainable,
+        total_params=total,
+        data=data,
+    )
+
+
+def _save_artifact(plan: TrainPlan, model, tokenizer, examples: Examples, metrics: dict) -> None:
+    out = Path(plan.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    info: dict[str, Any] = {
+        "task": plan.task,
+        "format": examples.format,
+        "base_model_dir": Path(plan.model_dir).name,
+        "tuning": plan.tuning.model_dump(mode="json"),
+        "training": plan.training.model_dump(mode="json"),
+        "hyperparameters": plan.hyperparameters,
+        "seed": plan.seed,
+        "metrics": metrics,
+    }
+    if plan.task == SEQUENCE_CLASSIFICATION:
+        info["labels"] = examples.labels
+        info["id2label"] = {str(i): label for i, label in enumerate(examples.labels)}
+    (out / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
