@@ -72,7 +72,7 @@ def _file_paths(session, job: Job) -> dict[str, tuple[str, Path | None]]:
 def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]]) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from worker.engine.data import data_report, load_examples
+    from worker.engine.data import check_validation, data_report, load_examples
     from worker.engine.hparams import resolve_hyperparameters
 
     for param, (file_id, path) in files.items():
@@ -81,7 +81,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     train = load_examples(files["training_file"][1], task=request.task, param="training_file")
     if "validation_file" in files:
         valid = load_examples(files["validation_file"][1], task=train.task, param="validation_file")
-        _check_labels(train, valid)
+        check_validation(train, valid)
     model_dir, revision = _pull_model(request.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     report = data_report(train, tokenizer=tokenizer, max_seq_length=request.training.max_seq_length)
@@ -95,15 +95,6 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
         "spec": spec, "model_revision": revision, "hyperparameters": hyper, "data_report": report,
         "queue": DEFAULT_TRAIN_QUEUE, "stage": None,
     }
-
-
-def _check_labels(train, valid) -> None:
-    unknown = sorted(set(valid.labels) - set(train.labels))
-    if unknown:
-        raise PrepareError(
-            "invalid_label", f"validation_file has labels not in training_file: {', '.join(unknown[:10])}",
-            "validation_file",
-        )
 
 
 def _pull_model(model_ref: str) -> tuple[Path, str]:

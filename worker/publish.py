@@ -93,3 +93,13 @@ def _write_card(job: dict[str, Any], request: JobRequest, repo_id: str) -> None:
         tags=["hubtune", request.tuning.type, request.task],
     )
     (folder / "README.md").write_text(card)
+    _point_adapter_at_hub(folder, base_model)
+
+
+def _point_adapter_at_hub(folder: Path, base_model: str) -> None:
+    """peft records the local snapshot path it loaded; the pushed adapter must name the hub id."""
+    config_path = folder / "adapter_config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = base_model
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
