@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HUBTUNE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HUBTUNE_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Path(".hubtune")
     # Empty means the embedded defaults under data_dir: SQLite and the file-system queue.

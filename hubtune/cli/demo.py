@@ -75,7 +75,7 @@ def _check(response: httpx.Response) -> dict[str, Any]:
 def follow(client: httpx.Client, job_id: str, *, out=sys.stdout) -> dict[str, Any]:
     """Print new events and a progress bar until the job ends; returns the final job."""
     seen: set[str] = set()
-    progress = ""
+    progress, last: str, dict[str, Any] = "", {}
     while True:
         job = _check(client.get(f"/fine_tuning/jobs/{job_id}"))
         events = _check(client.get(f"/fine_tuning/jobs/{job_id}/events", params={"limit": 100}))["data"]
@@ -84,7 +84,9 @@ def follow(client: httpx.Client, job_id: str, *, out=sys.stdout) -> dict[str, An
                 continue
             seen.add(event["id"])
             if event["type"] == "metrics":
-                progress = _bar(event["data"] or {})
+                # Evaluation events carry no train_loss: keep showing the last one.
+                last = {**last, **(event["data"] or {})}
+                progress = _bar(last)
             else:
                 out.write("\r\033[K" + time.strftime("%H:%M:%S ", time.localtime(event["created_at"]))
                           + event["message"] + "\n")
