@@ -75,7 +75,8 @@ def _check(response: httpx.Response) -> dict[str, Any]:
 def follow(client: httpx.Client, job_id: str, *, out=sys.stdout) -> dict[str, Any]:
     """Print new events and a progress bar until the job ends; returns the final job."""
     seen: set[str] = set()
-    progress, last: str, dict[str, Any] = "", {}
+    progress = ""
+    last: dict[str, Any] = {}
     while True:
         job = _check(client.get(f"/fine_tuning/jobs/{job_id}"))
         events = _check(client.get(f"/fine_tuning/jobs/{job_id}/events", params={"limit": 100}))["data"]
