@@ -39,6 +39,12 @@ class Storage:
     def checkpoints_dir(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "checkpoints"
 
+    def latest_checkpoint(self, job_id: str) -> Path | None:
+        """The newest complete checkpoint of a job (the trainer writes its state file last)."""
+        done = [p for p in self.checkpoints_dir(job_id).glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        steps = [(int(p.name.rsplit("-", 1)[1]), p) for p in done if p.name.rsplit("-", 1)[1].isdigit()]
+        return max(steps)[1] if steps else None
+
     def artifact_dir(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "artifact"
 

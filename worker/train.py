@@ -64,12 +64,16 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
         seed = job.seed
     repo_id, _ = split_model_ref(request.model)
     model_dir = hub_from_settings(settings).snapshot(repo_id, revision=revision)
+    # A paused or interrupted job goes on from its last checkpoint (weights, optimizer, RNG, data position).
+    resume_from = storage.latest_checkpoint(job_id)
+    if resume_from is not None:
+        lease.write(f"Resuming from {resume_from.name}", data={"checkpoint": resume_from.name})
     staging = storage.job_dir(job_id) / f"artifact.staging-{lease.token}"
     shutil.rmtree(staging, ignore_errors=True)
     plan = TrainPlan(
         task=request.task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
         output_dir=staging, checkpoints_dir=storage.checkpoints_dir(job_id), seed=seed,
-        tuning=request.tuning, training=request.training, hyperparameters=hyper,
+        tuning=request.tuning, training=request.training, hyperparameters=hyper, resume_from=resume_from,
     )
     hooks = JobHooks(lease)
     result = train(plan, hooks)

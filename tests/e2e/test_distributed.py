@@ -36,7 +36,7 @@ def env(tmp_path_factory):
         keys = {"alice": stack.run("keys", "create", "--name", "alice").strip(),
                 "bob": stack.run("keys", "create", "--name", "bob").strip()}
         try:
-            yield {"stack": stack, "hub": hub, "keys": keys, "root": root}
+            yield {"stack": stack, "hub": hub, "keys": keys, "root": root, "db_url": db_url}
         finally:
             stack.stop()
 
@@ -179,3 +179,50 @@ def test_other_owners_see_nothing(env):
     assert bob.get(f"/fine_tuning/jobs/{jobs[0]['id']}/events").status_code == 404
     assert bob.get("/fine_tuning/jobs").json()["data"] == []
     assert json.loads(bob.get(f"/files/{jobs[0]['training_file']}").text)["error"]["code"]
+
+
+def _steps(client, job_id) -> list[int]:
+    return [e["data"]["step"] for e in all_events(client, job_id) if e["type"] == "metrics" and "train_loss" in e["data"]]
+
+
+def test_pause_then_resume_continues_from_the_checkpoint(env):
+    client, root = _client(env), env["root"]
+    train = upload(client, write_classification_jsonl(root / "pause.jsonl", n=64, seed=6))
+    job = _create(client, model="tiny/bert", training_file=train, task="sequence_classification",
+                  training={"max_steps": 60, "max_seq_length": 32}, hyperparameters={"batch_size": 4})
+    deadline = time.monotonic() + 300
+    while not (_steps(client, job["id"]) and max(_steps(client, job["id"])) >= 4):
+        assert time.monotonic() < deadline, env["stack"].logs()
+        time.sleep(0.2)
+    assert client.post(f"/fine_tuning/jobs/{job['id']}/pause").json()["status"] == "paused"
+    time.sleep(3)
+    paused_at = max(_steps(client, job["id"]))
+    assert client.get(f"/fine_tuning/jobs/{job['id']}").json()["status"] == "paused"
+    assert client.post(f"/fine_tuning/jobs/{job['id']}/resume").json()["status"] == "queued"
+    job = wait_for(client, job["id"], stack=env["stack"])
+    assert job["status"] == "succeeded", (job["error"], env["stack"].logs())
+    events = all_events(client, job["id"])
+    resumed = [e for e in events if e["message"].startswith("Resuming from checkpoint-")]
+    assert resumed, [e["message"] for e in events]
+    checkpoint_step = resumed[0]["data"]["checkpoint"].rsplit("-", 1)[1]
+    assert int(checkpoint_step) >= paused_at
+    after = [e["data"]["step"] for e in events[events.index(resumed[0]):] if e["type"] == "metrics"]
+    # Training went on from the checkpoint, not from step 0, and finished at max_steps.
+    assert min(after) > int(checkpoint_step) and max(after) == 60
+
+
+def test_worker_registered_what_it_has_and_serves(env):
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from hubtune.db import engine_for
+    from hubtune.models import WorkerRecord
+
+    with Session(engine_for(env["db_url"])) as session:
+        workers = session.scalars(select(WorkerRecord)).all()
+    assert len(workers) == 1
+    worker = workers[0]
+    assert sorted(worker.queues) == ["prepare", "publish", "train"]
+    assert worker.resources["cpu_count"] >= 1 and worker.resources["ram_bytes"] > 0
+    assert worker.resources["gpus"] == []  # this machine has none
+    assert time.time() - worker.last_heartbeat < 30
