@@ -5,13 +5,12 @@ Unknown fields are refused (extra="forbid") so that a typo never silently trains
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Auto = Literal["auto"]
 TASKS = ("sequence_classification", "causal_lm")
-TUNING_TYPES = ("lora",)
 
 
 class StrictModel(BaseModel):
@@ -33,36 +32,100 @@ class Method(StrictModel):
     supervised: Supervised | None = None
 
 
+# Methods hubtune builds itself; any other name must be a peft method (validated by the worker).
+BUILTIN_TUNING = ("lora", "qlora", "adapter", "full")
+
+
 class Tuning(StrictModel):
-    type: Literal["lora"] = "lora"
+    """How the model is tuned. Fields apply to the methods named in their comment."""
+
+    # lora | qlora | adapter | full | a peft method by its config name (ia3, loha, lokr, vera, ...)
+    type: str = Field(default="lora", min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")
+    # lora, qlora
     r: int = Field(default=8, ge=1, le=512)
     alpha: float = Field(default=16.0, gt=0, le=4096)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: Auto | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = "auto"
+    use_dora: bool = False
+    use_rslora: bool = False
+    # adapter (Houlsby et al. 2019): bottleneck_size, or hidden_size / reduction_factor
+    bottleneck_size: int | None = Field(default=None, ge=1, le=65536)
+    reduction_factor: float | None = Field(default=None, gt=0, le=4096)
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = "gelu"
+    # any other peft method: fields of its peft config, checked against that config by the worker
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_adapter_size(self) -> Tuning:
+        if self.bottleneck_size is not None and self.reduction_factor is not None:
+            raise ValueError("give bottleneck_size or reduction_factor, not both")
+        if self.options and self.type in BUILTIN_TUNING:
+            raise ValueError(f"options are for peft methods other than {', '.join(BUILTIN_TUNING)}")
+        return self
+
+
+class Goal(StrictModel):
+    """A target the tuned model should reach on the validation set, e.g. macro_f1 >= 0.8."""
+
+    metric: str = Field(min_length=1, max_length=64)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> Goal:
+        if self.min is None and self.max is None:
+            raise ValueError("a goal needs min or max")
+        return self
 
 
 class Training(StrictModel):
     learning_rate: float | None = Field(default=None, gt=0, le=1)
     max_seq_length: int = Field(default=256, ge=8, le=32768)
     max_steps: int | None = Field(default=None, ge=1, le=10_000_000)
+    lr_scheduler: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+    ] = "linear"
     warmup_ratio: float = Field(default=0.0, ge=0, le=0.5)
+    warmup_steps: int | None = Field(default=None, ge=0)
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     logging_steps: int = Field(default=1, ge=1)
-    # Checkpoint interval in optimizer steps; None saves one checkpoint per epoch.
+    # Checkpoint and evaluation intervals in optimizer steps; None means once per epoch.
     save_steps: int | None = Field(default=None, ge=1)
+    eval_steps: int | None = Field(default=None, ge=1)
+    # Stop when the validation loss has not improved for this many evaluations.
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=1000)
+    # Held out of the training file for evaluation when there is no validation file.
+    validation_split: float = Field(default=0.1, ge=0, le=0.5)
+    # "auto": bf16 where the GPU supports it.
+    bf16: Auto | bool = "auto"
+    gradient_checkpointing: bool = False
+    # causal_lm: several short examples packed into one sequence.
+    packing: bool = False
+    # sequence_classification: "balanced" (inverse class frequency) or {label: weight}.
+    class_weights: Literal["balanced"] | dict[str, Annotated[float, Field(gt=0)]] | None = None
+    sampler: Literal["random", "weighted"] = "random"
+    goal: Goal | None = None
+    n_gpus: int = Field(default=1, ge=1, le=64)
 
 
 class Hub(StrictModel):
     repo_id: str | None = Field(default=None, min_length=1, max_length=96)
     private: bool = True
     branch: str = Field(default="main", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._/-]+$")
+    # Push each checkpoint to this branch while training.
+    push_checkpoints: bool = False
+    checkpoint_branch: str = Field(default="checkpoints", min_length=1, max_length=128,
+                                   pattern=r"^[A-Za-z0-9._/-]+$")
+    # lora: also push the base model with the adapter merged in (under merged/).
+    merge: bool = False
 
 
 class JobRequest(StrictModel):
     model: str = Field(min_length=1, max_length=256)
-    training_file: str = Field(min_length=1, max_length=64)
-    validation_file: str | None = Field(default=None, max_length=64)
+    # A file id, or a hub dataset file: hf://datasets/org/name@revision/path.jsonl
+    training_file: str = Field(min_length=1, max_length=512)
+    validation_file: str | None = Field(default=None, max_length=512)
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     method: Method | None = None
@@ -74,6 +137,8 @@ class JobRequest(StrictModel):
     tuning: Tuning = Field(default_factory=Tuning)
     training: Training = Field(default_factory=Training)
     hub: Hub | None = None
+    # Notified (signed like OpenAI's webhooks) when the job succeeds, fails or is cancelled.
+    webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
 
     @model_validator(mode="after")
     def _files_differ(self) -> JobRequest:

@@ -104,24 +104,30 @@ def test_causal_lm_chat_job_runs_end_to_end(env):
     _check_pushed_adapter(env, job, base="tiny/llama", task="causal_lm")
 
 
-def test_cancel_stops_a_running_job_within_a_step(env):
+def _running_job(env, name: str, *, max_steps: int, seed: int, past_step: int) -> tuple[httpx.Client, dict]:
+    """A job that trains for a while, returned once its metrics have passed `past_step`."""
     client, root = _client(env), env["root"]
-    train = upload(client, write_classification_jsonl(root / "long.jsonl", n=64, seed=4))
+    train = upload(client, write_classification_jsonl(root / f"{name}.jsonl", n=64, seed=seed))
     job = _create(client, model="tiny/bert", training_file=train, task="sequence_classification",
-                  training={"max_steps": 5000, "max_seq_length": 32}, hyperparameters={"batch_size": 4})
+                  training={"max_steps": max_steps, "max_seq_length": 32}, hyperparameters={"batch_size": 4})
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        steps = [e["data"]["step"] for e in all_events(client, job["id"]) if e["type"] == "metrics"]
-        if steps and max(steps) >= 3:
-            break
-        time.sleep(0.3)
-    else:
-        raise AssertionError(env["stack"].logs())
+    while not (_steps(client, job["id"]) and max(_steps(client, job["id"])) >= past_step):
+        assert time.monotonic() < deadline, env["stack"].logs()
+        time.sleep(0.2)
+    return client, job
+
+
+def _steps(client, job_id) -> list[int]:
+    return [e["data"]["step"] for e in all_events(client, job_id) if e["type"] == "metrics" and "train_loss" in e["data"]]
+
+
+def test_cancel_stops_a_running_job_within_a_step(env):
+    client, job = _running_job(env, "long", max_steps=5000, seed=4, past_step=3)
     response = client.post(f"/fine_tuning/jobs/{job['id']}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    at_cancel = max(e["data"]["step"] for e in all_events(client, job["id"]) if e["type"] == "metrics")
+    at_cancel = max(_steps(client, job["id"]))
     time.sleep(4)
-    after = [e["data"]["step"] for e in all_events(client, job["id"]) if e["type"] == "metrics"]
+    after = _steps(client, job["id"])
     assert max(after) <= at_cancel + 1, f"kept training after cancel: {at_cancel} -> {max(after)}"
     job = client.get(f"/fine_tuning/jobs/{job['id']}").json()
     assert job["status"] == "cancelled" and job["fine_tuned_model"] is None
@@ -181,19 +187,8 @@ def test_other_owners_see_nothing(env):
     assert json.loads(bob.get(f"/files/{jobs[0]['training_file']}").text)["error"]["code"]
 
 
-def _steps(client, job_id) -> list[int]:
-    return [e["data"]["step"] for e in all_events(client, job_id) if e["type"] == "metrics" and "train_loss" in e["data"]]
-
-
 def test_pause_then_resume_continues_from_the_checkpoint(env):
-    client, root = _client(env), env["root"]
-    train = upload(client, write_classification_jsonl(root / "pause.jsonl", n=64, seed=6))
-    job = _create(client, model="tiny/bert", training_file=train, task="sequence_classification",
-                  training={"max_steps": 60, "max_seq_length": 32}, hyperparameters={"batch_size": 4})
-    deadline = time.monotonic() + 300
-    while not (_steps(client, job["id"]) and max(_steps(client, job["id"])) >= 4):
-        assert time.monotonic() < deadline, env["stack"].logs()
-        time.sleep(0.2)
+    client, job = _running_job(env, "pause", max_steps=60, seed=6, past_step=4)
     assert client.post(f"/fine_tuning/jobs/{job['id']}/pause").json()["status"] == "paused"
     time.sleep(3)
     paused_at = max(_steps(client, job["id"]))

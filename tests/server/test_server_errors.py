@@ -25,7 +25,7 @@ BAD_BODIES = [
     ({"tuning": {"r": 0}}, "tuning.r", "invalid_value"),
     ({"tuning": {"r": 100000}}, "tuning.r", "invalid_value"),
     ({"tuning": {"dropout": 1.5}}, "tuning.dropout", "invalid_value"),
-    ({"tuning": {"type": "prefix"}}, "tuning.type", "invalid_value"),
+    ({"tuning": {"type": "Bad Method!"}}, "tuning.type", "invalid_value"),
     ({"tuning": {"target_modules": []}}, "tuning.target_modules", "invalid_value"),
     ({"method": {"supervised": {"hyperparameters": {"n_epochs": 0}}}},
      "method.supervised.hyperparameters.n_epochs", "invalid_value"),

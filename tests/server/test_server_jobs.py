@@ -8,7 +8,7 @@ import pytest
 from hubtune.lifecycle import Status
 from hubtune.models import Checkpoint, Job, JobEvent, now
 from hubtune.queue import PREPARE, TRAIN
-from hubtune.spec import JobRequest
+from hubtune.spec import Hub, JobRequest, Tuning
 from tests.server.apitest_helpers import assert_error, auth, create_job, upload
 
 EXTRAS = {
@@ -40,12 +40,13 @@ def test_create_job_echoes_spec_and_rings_prepare(env):
     assert isinstance(job["created_at"], int)
     # hubtune's own fields, echoed back exactly as accepted, defaults filled in.
     assert job["task"] == "sequence_classification"
-    assert job["tuning"] == EXTRAS["tuning"] | {"alpha": 8.0}
+    assert job["tuning"] == Tuning.model_validate(EXTRAS["tuning"]).model_dump(mode="json")
+    assert job["tuning"]["alpha"] == 8.0 and job["tuning"]["target_modules"] == ["query", "value"]
     expected_training = JobRequest.model_validate(
         {"model": "m", "training_file": "f", "training": EXTRAS["training"]}
     ).training.model_dump(mode="json")
     assert job["training"] == expected_training and job["training"]["learning_rate"] == 0.0002
-    assert job["hub"] == EXTRAS["hub"]
+    assert job["hub"] == Hub.model_validate(EXTRAS["hub"]).model_dump(mode="json")
     assert job["stage"] is None and job["queue"] is None and job["attempts"] == 0
 
     # The stored spec is the whole request with defaults (and the seed), readable by the worker.
@@ -66,7 +67,7 @@ def test_defaults_and_random_seed(env):
     b = create_job(env.client, key, f["id"])
     assert isinstance(a["seed"], int) and 0 <= a["seed"] < 2**31
     assert a["hyperparameters"] == {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
-    assert a["tuning"] == {"type": "lora", "r": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": "auto"}
+    assert a["tuning"] == Tuning().model_dump(mode="json") and a["tuning"]["r"] == 8
     assert a["hub"] is None and a["task"] is None and a["metadata"] is None
     assert a["seed"] != b["seed"] or a["id"] != b["id"]
     # OpenAI's older top-level hyperparameters are accepted too.
