@@ -5,15 +5,15 @@ import pytest
 from hubtune.spec import Tuning
 from worker.engine import methods
 from worker.engine.methods import UnknownMethodError, available_methods, get_method, register
-from worker.engine.methods.lora import auto_target_modules, build_lora
+from worker.engine.methods.lora import Lora, auto_target_modules, build_lora
 from worker.engine.trainer import load_base_model
 
 
 def test_registry():
-    assert get_method("lora") is build_lora
+    assert get_method("lora").name == "lora"
     assert "lora" in available_methods()
     with pytest.raises(ValueError, match="already registered"):
-        register("lora", build_lora)
+        register(Lora)
     with pytest.raises(UnknownMethodError, match="unknown tuning method 'nope'; known: .*lora"):
         get_method("nope")
 
@@ -21,13 +21,13 @@ def test_registry():
 def test_register_decorator(monkeypatch):
     monkeypatch.setattr(methods, "_METHODS", dict(methods._METHODS))
 
-    @register("dummy")
-    def dummy(model, tuning, *, task, modules_to_save=None):
-        return model
+    @register
+    class Dummy:
+        name = "dummy"
 
-    assert get_method("dummy") is dummy
+    assert isinstance(get_method("dummy"), Dummy)
     with pytest.raises(ValueError):
-        register("dummy")(dummy)
+        register(Dummy)
 
 
 def lora_modules(model):

@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -176,7 +175,6 @@ def load_base_model(model_dir: Path, *, task: str, labels: list[str] | None = No
 
 def load_for_inference(*, model_dir: Path, adapter_dir: Path, task: str):
     """(model, tokenizer) of a saved artifact: the base model with the adapter loaded by peft."""
-    from peft import PeftModel
 
     _quiet()
     adapter_dir = Path(adapter_dir)
@@ -185,9 +183,8 @@ def load_for_inference(*, model_dir: Path, adapter_dir: Path, task: str):
     tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else Path(model_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     base, _ = load_base_model(Path(model_dir), task=task, labels=info.get("labels"), tokenizer=tokenizer)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = PeftModel.from_pretrained(base, str(adapter_dir))
+    method = get_method(info.get("tuning", {}).get("type", "lora"))
+    model = method.load(base, adapter_dir)
     model.eval()
     return model, tokenizer
 
@@ -383,7 +380,7 @@ def train(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     set_seed(plan.seed)
     tokenizer = load_tokenizer(plan.model_dir)
     model, new_modules = load_base_model(plan.model_dir, task=plan.task, labels=labels, tokenizer=tokenizer)
-    model = get_method(plan.tuning.type)(model, plan.tuning, task=plan.task, modules_to_save=new_modules)
+    model = get_method(plan.tuning.type).build(model, plan.tuning, task=plan.task, modules_to_save=new_modules)
     trainable, total = _count_params(model)
 
     max_len = plan.training.max_seq_length
@@ -465,7 +462,7 @@ def train(plan: TrainPlan, hooks: Hooks) -> TrainResult:
 def _save_artifact(plan: TrainPlan, model, tokenizer, examples: Examples, metrics: dict) -> None:
     out = Path(plan.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
+    get_method(plan.tuning.type).save(model, out)
     tokenizer.save_pretrained(str(out))
     info: dict[str, Any] = {
         "task": plan.task,

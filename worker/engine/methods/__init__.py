@@ -1,40 +1,66 @@
-"""Tuning methods: a registry of builders, name -> ``build(model, tuning, *, task, modules_to_save)``.
+"""Tuning methods: each a small module with its config handling and builder, registered here by name.
 
-A builder takes a freshly loaded base model, the job's :class:`hubtune.spec.Tuning` and the task
-(``sequence_classification`` | ``causal_lm``) and returns the model to train (for LoRA a peft model)
-with only the tuned parameters trainable. ``modules_to_save`` names modules the base checkpoint did
-not contain (a new classification head, ...) that must be trained in full and saved with the artifact.
+A method checks a request, builds the model to train from a freshly loaded base model, the job's
+:class:`hubtune.spec.Tuning` and the task (``sequence_classification`` | ``causal_lm``), saves the
+artifact and loads it back. ``modules_to_save`` names modules the base checkpoint did not contain
+(a new classification head, ...) that must be trained in full and saved with the artifact.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 
-class MethodBuilder(Protocol):
-    def __call__(self, model, tuning, *, task: str, modules_to_save: list[str] | None = None): ...
+class TuningMethod(Protocol):
+    """One way of tuning a model. The trainer only talks to methods through this interface."""
+
+    name: str
+
+    def check(self, tuning, *, task: str, device: str) -> None:
+        """Refuse what cannot run, before any weight is loaded (raise MethodError naming the field)."""
+
+    def base_model_kwargs(self, tuning) -> dict[str, Any]:
+        """Extra `from_pretrained` arguments for the base model (e.g. a 4-bit quantization config)."""
+
+    def build(self, model, tuning, *, task: str, modules_to_save: list[str] | None = None):
+        """The model to train: only the tuned parameters (and new modules_to_save) trainable."""
+
+    def save(self, model, output_dir: Path) -> None:
+        """Write the artifact's weights and config into output_dir (safetensors only)."""
+
+    def load(self, base_model, artifact_dir: Path | str):
+        """The inverse of save: the base model with the tuned weights, ready for inference."""
+
+
+class MethodError(ValueError):
+    """A tuning request that cannot run; `param` names the field (e.g. "tuning.type")."""
+
+    code = "invalid_tuning"
+
+    def __init__(self, message: str, *, param: str = "tuning.type") -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UnknownMethodError(ValueError):
     pass
 
 
-_METHODS: dict[str, MethodBuilder] = {}
+_METHODS: dict[str, TuningMethod] = {}
 
 
-def register(name: str, builder: MethodBuilder | None = None):
-    """Register ``builder`` under ``name``; usable as ``@register("name")``. A duplicate name raises."""
-
-    def add(fn: MethodBuilder) -> MethodBuilder:
-        if name in _METHODS:
-            raise ValueError(f"tuning method {name!r} is already registered")
-        _METHODS[name] = fn
-        return fn
-
-    return add(builder) if builder is not None else add
+def register(method: TuningMethod) -> TuningMethod:
+    """Register `method` under `method.name`; a duplicate name raises. Usable as a class decorator
+    (`@register` on a class registers an instance of it)."""
+    instance = method() if isinstance(method, type) else method
+    if instance.name in _METHODS:
+        raise ValueError(f"tuning method {instance.name!r} is already registered")
+    _METHODS[instance.name] = instance
+    return method
 
 
-def get_method(name: str) -> MethodBuilder:
+def get_method(name: str) -> TuningMethod:
     try:
         return _METHODS[name]
     except KeyError:

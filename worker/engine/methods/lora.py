@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 from torch import nn
 
@@ -73,7 +74,30 @@ def classification_heads(model: nn.Module) -> list[str]:
     return [name for name in CLASSIFICATION_HEADS if isinstance(getattr(model, name, None), nn.Module)]
 
 
-@register("lora")
+@register
+class Lora:
+    name = "lora"
+
+    def check(self, tuning, *, task: str, device: str) -> None:
+        return None
+
+    def base_model_kwargs(self, tuning) -> dict:
+        return {}
+
+    def build(self, model, tuning, *, task: str, modules_to_save: list[str] | None = None):
+        return build_lora(model, tuning, task=task, modules_to_save=modules_to_save)
+
+    def save(self, model, output_dir: Path) -> None:
+        model.save_pretrained(str(output_dir))
+
+    def load(self, base_model, artifact_dir: Path | str):
+        from peft import PeftModel
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return PeftModel.from_pretrained(base_model, str(artifact_dir))
+
+
 def build_lora(model, tuning, *, task: str, modules_to_save: list[str] | None = None):
     """Wrap ``model`` in a peft LoRA model per ``tuning`` (r, alpha, dropout, target_modules)."""
     from peft import LoraConfig, TaskType, get_peft_model
