@@ -38,6 +38,38 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
 
+    # Hub plugin (issue 4). Encryption key for secrets at rest (hub credentials); empty: a key generated
+    # once into <data_dir>/secret.key (mode 0600), which every process sharing the data dir reads.
+    secret_key: SecretStr | None = None
+    # Publishing retries on connection errors, 5xx and conflicts: attempts in all, delay doubling from base.
+    hub_publish_attempts: int = Field(default=5, ge=1, le=50)
+    hub_retry_base_seconds: float = Field(default=2.0, ge=0)
+    # Comma-separated repo ids whose custom code may run (trust_remote_code); empty: none.
+    trust_remote_code_repos: str = ""
+    # Shared secret the hub sends in X-Webhook-Secret; unset: hub webhooks are refused (401).
+    hub_webhook_secret: SecretStr | None = None
+    # Completion notifications (job.webhook_url), signed as Standard Webhooks / OpenAI do with a whsec_
+    # secret; unset: one generated once into <data_dir>/webhook.secret (mode 0600).
+    webhook_secret: SecretStr | None = None
+    # Comma-separated host names (or *.domain) a webhook_url may name; empty: any public host.
+    webhook_allowed_hosts: str = ""
+    # Comma-separated private/loopback addresses or networks (CIDR) a webhook_url may reach anyway.
+    webhook_allowed_private: str = ""
+    webhook_attempts: int = Field(default=5, ge=1, le=50)
+    webhook_retry_base_seconds: float = Field(default=2.0, ge=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    def trusts_remote_code(self, repo_id: str) -> bool:
+        return repo_id in _csv(self.trust_remote_code_repos)
+
+    @property
+    def webhook_allowed_host_list(self) -> list[str]:
+        return _csv(self.webhook_allowed_hosts)
+
+    @property
+    def webhook_allowed_private_list(self) -> list[str]:
+        return _csv(self.webhook_allowed_private)
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'hubtune.db').resolve()}"
@@ -61,6 +93,10 @@ class Settings(BaseSettings):
     @property
     def hub_cache_dir(self) -> Path:
         return (self.data_dir / "hub-cache").resolve()
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -24,8 +24,13 @@ class Job(Base):
 
     model: Mapped[str] = mapped_column(String(256))
     model_revision: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    training_file: Mapped[str] = mapped_column(String(40))
-    validation_file: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # A file id, or a hub dataset file (hf://datasets/org/name@revision/path), pinned to a commit by prepare.
+    training_file: Mapped[str] = mapped_column(String(512))
+    validation_file: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # Hub dataset files as pinned by prepare: {param: {"ref", "repo_id", "revision", "commit", "path"}}.
+    dataset_revisions: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # Completion notifications go here (signed, Standard Webhooks); kept on the row for the notifier.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
     seed: Mapped[int] = mapped_column(BigInteger)
     # The request as accepted (method, task, tuning, training, hub), echoed back by the API.
