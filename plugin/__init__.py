@@ -18,7 +18,8 @@ from .errors import (
     RevisionNotFound,
 )
 from .local import LocalHub
-from .modelcard import render_model_card
+from .datasets import DatasetRef, is_dataset_ref, parse_dataset_ref
+from .modelcard import read_card_metadata, render_model_card
 from .repo_id import split_model_ref, validate_repo_id, validate_revision
 
 BACKENDS = ("local", "hf")
@@ -44,6 +45,7 @@ def make_hub(
 
 __all__ = [
     "BACKENDS",
+    "DatasetRef",
     "Hub",
     "HubAuthError",
     "HubConflict",
@@ -54,7 +56,10 @@ __all__ = [
     "RepoNotFound",
     "RevisionNotFound",
     "folder_files",
+    "is_dataset_ref",
     "make_hub",
+    "parse_dataset_ref",
+    "read_card_metadata",
     "render_model_card",
     "split_model_ref",
     "validate_repo_id",

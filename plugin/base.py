@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 from typing import Protocol, runtime_checkable
 
+from .errors import HubError
+
 # Never published: VCS internals and huggingface_hub's own download metadata (the same set
 # huggingface_hub's upload_folder skips), so both backends publish the same files.
 IGNORED_DIRS = {".git"}
@@ -21,6 +23,11 @@ class Hub(Protocol):
 
     def snapshot(self, repo_id: str, *, revision: str, repo_type: str = "model") -> pathlib.Path:
         """Local folder holding the repo files at `revision` (cached; read-only use)."""
+        ...
+
+    def read_file(self, repo_id: str, *, path: str, revision: str | None = None, repo_type: str = "model") -> bytes:
+        """The bytes of one file at `revision` (None means "main"), without fetching the rest of the repo
+        (e.g. config.json without the weights). Raises EntryNotFound when the file is not there."""
         ...
 
     def publish(
@@ -40,9 +47,19 @@ class Hub(Protocol):
         """
         ...
 
+    def files(self, repo_id: str, *, revision: str, repo_type: str = "model") -> dict[str, str]:
+        """{path: git blob sha} of every file at `revision` (what changed between two commits)."""
+        ...
+
     def url(self, repo_id: str, *, revision: str | None = None, repo_type: str = "model") -> str:
         """Human link to the repo (http URL for hf, file:// URI for local)."""
         ...
+
+
+class EntryNotFound(HubError):
+    """The repo and revision exist but hold no file at that path."""
+
+    code = "entry_not_found"
 
 
 def folder_files(folder: pathlib.Path) -> list[tuple[str, pathlib.Path]]:

@@ -8,7 +8,8 @@ import pathlib
 from collections.abc import Iterator
 from urllib.parse import quote
 
-from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
+from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download, snapshot_download
+from huggingface_hub.errors import RemoteEntryNotFoundError
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import (
     GatedRepoError,
@@ -20,7 +21,7 @@ from huggingface_hub.utils import (
     RevisionNotFoundError,
 )
 
-from .base import folder_files
+from .base import EntryNotFound, folder_files
 from .errors import HubAuthError, HubConflict, HubError, HubUnavailable, InvalidRepoId, RepoNotFound, RevisionNotFound
 from .repo_id import validate_repo_id, validate_repo_type, validate_revision
 
@@ -78,6 +79,19 @@ class HFHub:
             )
         return pathlib.Path(path)
 
+    def read_file(self, repo_id: str, *, path: str, revision: str | None = None, repo_type: str = "model") -> bytes:
+        revision = self._check(repo_id, "main" if revision is None else revision, repo_type)
+        with self._translate(repo_id, revision, repo_type):
+            try:
+                local = hf_hub_download(
+                    repo_id, filename=path, revision=revision, repo_type=repo_type, cache_dir=str(self.cache_dir),
+                    endpoint=self.endpoint, token=self._token,
+                )
+            except RemoteEntryNotFoundError as err:  # the repo is there, the file is not (not a RepoNotFound)
+                raise EntryNotFound(f"no file {path!r} in {repo_type} repo '{repo_id}'@{revision}",
+                                    repo_id=repo_id, revision=revision) from err
+        return pathlib.Path(local).read_bytes()
+
     def publish(
         self,
         repo_id: str,
@@ -96,10 +110,20 @@ class HFHub:
             self._api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
             if branch != "main":
                 self._api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
+            # Commit on top of the head we saw: if the branch moves meanwhile, the hub refuses (412) and the
+            # caller retries on the new head instead of silently committing over someone else's push.
+            parent = self._api.repo_info(repo_id, repo_type=repo_type, revision=branch).sha
             info = self._api.create_commit(
-                repo_id, operations=operations, commit_message=message, revision=branch, repo_type=repo_type
+                repo_id, operations=operations, commit_message=message, revision=branch, repo_type=repo_type,
+                parent_commit=parent,
             )
         return info.oid
+
+    def files(self, repo_id: str, *, revision: str, repo_type: str = "model") -> dict[str, str]:
+        revision = self._check(repo_id, revision, repo_type)
+        with self._translate(repo_id, revision, repo_type):
+            entries = self._api.list_repo_tree(repo_id, revision=revision, repo_type=repo_type, recursive=True)
+            return {e.path: e.blob_id for e in entries if getattr(e, "blob_id", None) and hasattr(e, "size")}
 
     def url(self, repo_id: str, *, revision: str | None = None, repo_type: str = "model") -> str:
         validate_repo_id(repo_id)

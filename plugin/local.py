@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 
-from .base import folder_files
+from .base import EntryNotFound, folder_files
 from .errors import HubConflict, HubError, InvalidRepoId, RepoNotFound, RevisionNotFound
 from .repo_id import validate_repo_id, validate_repo_type, validate_revision
 
@@ -88,6 +88,14 @@ class LocalHub:
         sha = self.resolve(repo_id, revision=revision, repo_type=repo_type)
         return self._repo_dir(repo_id, repo_type) / "objects" / sha
 
+    def read_file(self, repo_id: str, *, path: str, revision: str | None = None, repo_type: str = "model") -> bytes:
+        _check_repo_path(repo_id, path)
+        sha = self.resolve(repo_id, revision=revision, repo_type=repo_type)
+        file = self._repo_dir(repo_id, repo_type) / "objects" / sha / path
+        if not file.is_file():
+            raise EntryNotFound(f"no file {path!r} in {repo_type} repo '{repo_id}' at {sha}", repo_id=repo_id, revision=sha)
+        return file.read_bytes()
+
     def publish(
         self,
         repo_id: str,
@@ -103,6 +111,9 @@ class LocalHub:
         files = dict(folder_files(folder))
         self.create_repo(repo_id, repo_type=repo_type, private=private)
         return self.commit(repo_id, files=files, message=message, branch=branch, repo_type=repo_type)
+
+    def files(self, repo_id: str, *, revision: str, repo_type: str = "model") -> dict[str, str]:
+        return {path: entry["oid"] for path, entry in self.tree(repo_id, revision=revision, repo_type=repo_type).items()}
 
     def url(self, repo_id: str, *, revision: str | None = None, repo_type: str = "model") -> str:
         repo = self._repo_dir(repo_id, repo_type)

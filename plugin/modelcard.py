@@ -45,12 +45,27 @@ def render_model_card(
     tags: Iterable[str] = (),
     license: str | None = None,
     usage_snippet: str | None = None,
+    evaluation: Mapping | None = None,
+    base_model_relation: str | None = None,
+    sections: Iterable[tuple[str, str]] = (),
+    loss_curve: str | None = None,
 ) -> str:
-    """The README.md text. `metrics` is flat ({name: value}) or per model ({"base": {...}, "tuned": {...}})."""
+    """The README.md text. `metrics` is flat ({name: value}) or per model ({"base": {...}, "tuned": {...}}).
+
+    `evaluation` is the engine's report ({"base", "tuned", "majority_baseline", "primary_metric", ...}):
+    when given, model-index carries the fine-tuned results and the baselines, and the body a table.
+    `sections` are extra (title, markdown) parts; `loss_curve` a picture's path in the repo.
+    """
     validate_repo_id(repo_id)
     base_model, ref_revision = _hub_id(base_model)
     base_model_revision = base_model_revision or ref_revision
+    if evaluation and not metrics:
+        metrics = _evaluation_columns(evaluation)
     meta = _front_matter(repo_id, base_model, task, tuning, datasets, metrics, library_name, tags, license)
+    if base_model_relation:
+        meta = {"base_model": meta.pop("base_model"), "base_model_relation": base_model_relation, **meta}
+    if evaluation and _evaluation_columns(evaluation):
+        meta["model-index"] = _evaluation_index(repo_id, PIPELINE_TAGS.get(task) or task, datasets, evaluation)
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     snippet = usage_snippet or _usage_snippet(repo_id, base_model, task, library_name, tuning, hyperparameters)
     body = [
@@ -62,8 +77,76 @@ def render_model_card(
         _table(("Setting", "Value"), _config_rows(base_model, base_model_revision, task, tuning, hyperparameters, datasets)),
     ]
     if metrics:
-        body += ["## Evaluation\n", _metrics_table(metrics)]
+        body += ["## Evaluation\n", _evaluation_intro(evaluation), _metrics_table(metrics)]
+    if loss_curve:
+        body += ["## Loss curve\n", f"![Training and validation loss]({loss_curve})\n"]
+    for title, text in sections:
+        body += [f"## {title}\n", text.rstrip() + "\n"]
     return f"---\n{front}---\n\n" + "\n".join(body)
+
+
+def read_card_metadata(folder) -> dict:
+    """The YAML front matter of `folder`/README.md ({} when there is none or it does not parse)."""
+    import pathlib
+
+    path = pathlib.Path(folder) / "README.md"
+    if not path.is_file():
+        return {}
+    text = path.read_text(errors="replace")
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    try:
+        meta = yaml.safe_load(text[3:end]) if end > 0 else None
+    except yaml.YAMLError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+# Evaluation columns in the order a reader compares them, and their names in the card.
+EVALUATION_COLUMNS = (("majority_baseline", "majority-class baseline"), ("base", "base model"),
+                      ("tuned", "fine-tuned"))
+
+
+def _evaluation_columns(evaluation: Mapping) -> dict[str, dict]:
+    columns = {}
+    for key, title in EVALUATION_COLUMNS:
+        values = evaluation.get(key)
+        if isinstance(values, Mapping):
+            numbers_only = {k: v for k, v in values.items() if _is_number(v)}
+            if numbers_only:
+                columns[title] = numbers_only
+    return columns
+
+
+def _evaluation_intro(evaluation: Mapping | None) -> str:
+    if not evaluation:
+        return ""
+    split = evaluation.get("split") or {}
+    parts = []
+    if evaluation.get("primary_metric"):
+        parts.append(f"Primary metric: `{evaluation['primary_metric']}`.")
+    if isinstance(split, Mapping) and split:
+        parts.append("Evaluation split: " + ", ".join(f"{k} {_cell(v)}" for k, v in split.items()) + ".")
+    if "beat_baseline" in evaluation:
+        parts.append("The fine-tuned model " + ("beats" if evaluation["beat_baseline"] else "does not beat")
+                     + " the baseline.")
+    goal = evaluation.get("goal")
+    if isinstance(goal, Mapping) and goal:
+        parts.append("Goal: " + ", ".join(f"{k} {_cell(v)}" for k, v in goal.items()) + ".")
+    return (" ".join(parts) + "\n") if parts else ""
+
+
+def _evaluation_index(repo_id: str, task_type: str, datasets: list[str], evaluation: Mapping) -> list:
+    """model-index: the fine-tuned results, then the same metrics for each baseline, named as such."""
+    columns = _evaluation_columns(evaluation)
+    index = _model_index(repo_id, task_type, datasets, columns.get("fine-tuned", {}))
+    metrics = index[0]["results"][0]["metrics"]
+    for title, values in columns.items():
+        if title == "fine-tuned":
+            continue
+        metrics += [{"type": name, "value": float(value), "name": f"{name} ({title})"} for name, value in values.items()]
+    return index
 
 
 def _hub_id(base_model: str) -> tuple[str, str | None]:
