@@ -1,4 +1,4 @@
-"""Reading and validating training data (JSONL, one JSON object per line).
+"""Reading and validating training data: JSONL (one JSON object per line), or CSV for classification.
 
 Formats, told apart by their columns (all lines of a file share one format; other keys are ignored):
 
@@ -17,10 +17,16 @@ Every problem is a :class:`DataError` whose ``code`` is one of:
 ``invalid_task`` (the requested task does not fit the data; ``param`` is then ``"task"``).
 A classification file other than a validation file (``param="validation_file"``) needs two labels.
 The message starts with ``line N:`` when a line is at fault (blank lines are skipped but counted).
+
+CSV (classification only): a file whose first non-blank line does not start with ``{`` is read as
+CSV with a header row naming at least the columns ``text`` and ``label`` (others are ignored).
+Quoted fields may span lines; a row's ``line`` is the file line where it starts.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -208,6 +214,8 @@ def load_examples(path: Path, *, task: str | None, param: str) -> Examples:
         raw = path.read_bytes()
     except OSError as exc:
         raise reader.fail("invalid_file_format", f"cannot read the file: {exc.strerror or exc}") from exc
+    if _looks_like_csv(raw):
+        return _load_csv(reader, raw, task=task, param=param)
 
     rows: list[dict] = []
     lines: list[int] = []
@@ -252,9 +260,62 @@ def load_examples(path: Path, *, task: str | None, param: str) -> Examples:
         rows.append(getattr(reader, fmt)(obj, number))
         lines.append(number)
 
+    return _finish(reader, rows, lines, fmt, task=task, param=param)
+
+
+def _looks_like_csv(raw: bytes) -> bool:
+    for raw_line in raw.split(b"\n"):
+        text = raw_line.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+        if text:
+            return not text.startswith("{")
+    return False
+
+
+def _load_csv(reader: _Reader, raw: bytes, *, task: str | None, param: str) -> Examples:
+    try:
+        text = raw.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise reader.fail("invalid_file_format", f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line) from exc
+    parser = csv.reader(io.StringIO(text, newline=""))
+    rows: list[dict] = []
+    lines: list[int] = []
+    header: list[str] | None = None
+    consumed = 0  # file lines read so far: the next record starts on consumed + 1
+    try:
+        for record in parser:
+            start, consumed = consumed + 1, parser.line_num
+            if not record or all(not cell.strip() for cell in record):
+                continue
+            if header is None:
+                header = [cell.strip() for cell in record]
+                missing = [c for c in FORMAT_COLUMNS[CLASSIFICATION] if c not in header]
+                if missing:
+                    raise reader.fail(
+                        "missing_column",
+                        f"the CSV header must name the columns text and label; missing {', '.join(missing)} "
+                        f"(found {', '.join(repr(c) for c in header[:8])}); CSV is for classification only",
+                        start,
+                    )
+                continue
+            if len(record) != len(header):
+                raise reader.fail(
+                    "invalid_file_format", f"expected {len(header)} fields as in the header, got {len(record)}", start
+                )
+            obj = dict(zip(header, record))
+            rows.append(reader.classification(obj, start))
+            lines.append(start)
+    except csv.Error as exc:
+        raise reader.fail("invalid_file_format", f"not valid CSV: {exc}", parser.line_num or None) from exc
+    if header is None or not rows:
+        raise reader.fail("empty_file", "the file has no examples")
+    return _finish(reader, rows, lines, CLASSIFICATION, task=task, param=param)
+
+
+def _finish(reader: _Reader, rows: list[dict], lines: list[int], fmt: str | None, *, task: str | None,
+            param: str) -> Examples:
     if fmt is None:
         raise reader.fail("empty_file", "the file has no examples")
-
     inferred = FORMAT_TASKS[fmt]
     if task is not None and task != inferred:
         raise DataError(

@@ -27,7 +27,22 @@ from worker.engine.data import (
     load_examples,
 )
 from worker.engine.datasets import PadCollator, build_dataset, encode_causal_text, probe_input
+from worker.engine.evaluate import (
+    PRIMARY_METRIC,
+    evaluate_model,
+    evaluation_record,
+    majority_baseline,
+    split_for_evaluation,
+    summary,
+)
 from worker.engine.methods import get_method
+from worker.engine.packing import PackingCollator
+from worker.engine.sampling import (
+    WeightedClassSampler,
+    check_training_options,
+    class_weights,
+    weighted_cross_entropy,
+)
 
 TRAINING_INFO_FILE = "hubtune_training.json"
 N_PROBES = 4
@@ -64,6 +79,9 @@ class Hooks(Protocol):
       else every epoch; also at the step where should_stop() ended training), with the latest
       ``train_loss``/``valid_loss``/``valid_accuracy``.
     - ``should_stop``: polled after every optimizer step; True ends training after that step.
+    - ``on_evaluation`` (optional; hooks without it are not told): ``stage="baseline"`` before the
+      first step with ``data={split, primary_metric, base, majority_baseline}``, and ``stage="final"``
+      after training with the evaluation record (worker.engine.evaluate); ``message`` is a sentence.
     """
 
     def on_start(self, *, total_steps: int, trainable_params: int, total_params: int) -> None: ...
@@ -84,7 +102,8 @@ class TrainResult:
     reference: dict  # probe outputs of the trained in-memory model ({} when stopped)
     trainable_params: int
     total_params: int
-    data: dict = field(default_factory=dict)  # examples/tokens/skipped counts of what was trained
+    data: dict = field(default_factory=dict)  # examples/tokens/skipped counts, split, world_size, ...
+    evaluation: dict | None = None  # base vs tuned on the evaluation split (see worker.engine.evaluate)
 
 
 class NullHooks:
@@ -101,6 +120,9 @@ class NullHooks:
 
     def should_stop(self) -> bool:
         return False
+
+    def on_evaluation(self, *, stage: str, message: str, data: dict) -> None:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,12 +339,35 @@ def _make_callback(hooks: Hooks, plan: TrainPlan, counts: dict, state_box: dict)
     return HooksCallback()
 
 
+def resolve_bf16(setting) -> bool:
+    """``training.bf16``: "auto" means bf16 only on a CUDA GPU that supports it."""
+    if setting == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(setting)
+
+
+def _world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _training_arguments(plan: TrainPlan, *, has_eval: bool):
+    """Every ``training`` field, mapped onto TrainingArguments (intervals in optimizer steps)."""
     from transformers import TrainingArguments
 
     hp, training = plan.hyperparameters, plan.training
-    strategy = "steps" if training.save_steps else "epoch"
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    save_strategy = "steps" if training.save_steps else "epoch"
+    eval_every = training.eval_steps or training.save_steps
+    eval_strategy = ("steps" if eval_every else "epoch") if has_eval else "no"
+    # transformers reads a warmup_steps below 1 as a ratio of the total steps.
+    warmup = training.warmup_steps if training.warmup_steps is not None else training.warmup_ratio
+    extra: dict[str, Any] = {}
+    if _world_size() > 1 and not torch.cuda.is_available():
+        extra["ddp_backend"] = "gloo"
+    if training.gradient_checkpointing:
+        extra["activation_checkpointing"] = True
+        extra["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     return TrainingArguments(
         output_dir=str(plan.checkpoints_dir),
         num_train_epochs=hp["n_epochs"],
@@ -332,14 +377,14 @@ def _training_arguments(plan: TrainPlan, *, has_eval: bool):
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         learning_rate=hp["learning_rate"],
         weight_decay=training.weight_decay,
-        warmup_steps=training.warmup_ratio if training.warmup_ratio > 0 else 0,
-        lr_scheduler_type="linear",
+        warmup_steps=warmup,
+        lr_scheduler_type=training.lr_scheduler,
         logging_strategy="steps",
         logging_steps=training.logging_steps,
-        save_strategy=strategy,
+        save_strategy=save_strategy,
         save_steps=training.save_steps or 500,
-        eval_strategy=strategy if has_eval else "no",
-        eval_steps=training.save_steps if has_eval and training.save_steps else None,
+        eval_strategy=eval_strategy,
+        eval_steps=eval_every if eval_strategy == "steps" else None,
         seed=plan.seed,
         data_seed=plan.seed,
         report_to="none",
@@ -350,8 +395,55 @@ def _training_arguments(plan: TrainPlan, *, has_eval: bool):
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
-        bf16=bf16,
+        bf16=resolve_bf16(training.bf16),
+        **extra,
     )
+
+
+def _early_stopping_callback(patience: int, box: dict):
+    from transformers import TrainerCallback
+
+    class EarlyStopping(TrainerCallback):
+        """Stops once valid_loss has not improved for ``patience`` evaluations in a row."""
+
+        def __init__(self) -> None:
+            self.best: float | None = None
+            self.bad = 0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is None:
+                return
+            if self.best is None or loss < self.best:
+                self.best, self.bad = loss, 0
+            else:
+                self.bad += 1
+                if self.bad >= patience:
+                    box["early_stopped_at"] = state.global_step
+                    control.should_training_stop = True
+
+    return EarlyStopping()
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class EngineTrainer(Trainer):
+        """Trainer with the engine's sampler choice and a count of the token positions it feeds."""
+
+        train_sampler_factory = None
+        fed_positions = 0
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.train_sampler_factory is not None:
+                return self.train_sampler_factory()
+            return super()._get_train_sampler(train_dataset)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self.fed_positions += int(inputs["input_ids"].numel())
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return EngineTrainer
 
 
 def _load_data(plan: TrainPlan) -> tuple[Examples, Examples | None]:
@@ -360,22 +452,48 @@ def _load_data(plan: TrainPlan) -> tuple[Examples, Examples | None]:
     if plan.valid_file is not None:
         valid_examples = load_examples(plan.valid_file, task=plan.task, param="validation_file")
         check_validation(train_examples, valid_examples)
+    check_training_options(plan.training, task=plan.task, labels=train_examples.labels)
     return train_examples, valid_examples
+
+
+def _label_ids(dataset) -> list[int]:
+    return [int(f["labels"]) for f in dataset.features]
+
+
+def _report(hooks, *, stage: str, message: str, data: dict) -> None:
+    on_evaluation = getattr(hooks, "on_evaluation", None)
+    if on_evaluation is not None:
+        on_evaluation(stage=stage, message=message, data=data)
 
 
 def train(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     """Fine-tune ``plan.model_dir`` on ``plan.train_file`` per the plan; see the module docstring.
 
+    With ``training.n_gpus > 1`` (and not already inside a distributed launch) the run is handed to
+    ``worker.engine.distributed``, which starts one process per device and relays rank 0's reports.
+
     Raises DataError for bad data, ValueError for a bad plan (unknown method, targets that match no
-    layer). On success (not stopped) ``plan.output_dir`` holds the adapter, the tokenizer and
-    ``hubtune_training.json``.
+    layer, options that do not fit the task). On success (not stopped) ``plan.output_dir`` holds the
+    adapter, the tokenizer and ``hubtune_training.json``.
     """
-    from transformers import PrinterCallback, Trainer, set_seed
+    if plan.training.n_gpus > 1 and _world_size() == 1:
+        from worker.engine.distributed import train_distributed
+
+        return train_distributed(plan, hooks)
+    return _train_here(plan, hooks)
+
+
+def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
+    from transformers import PrinterCallback, set_seed
 
     _quiet()
     started = time.monotonic()
-    train_examples, valid_examples = _load_data(plan)
-    labels = train_examples.labels if plan.task == SEQUENCE_CLASSIFICATION else []
+    file_examples, valid_examples = _load_data(plan)
+    train_examples, eval_examples, split = split_for_evaluation(
+        file_examples, valid_examples, fraction=plan.training.validation_split, seed=plan.seed
+    )
+    classification = plan.task == SEQUENCE_CLASSIFICATION
+    labels = file_examples.labels if classification else []
 
     set_seed(plan.seed)
     tokenizer = load_tokenizer(plan.model_dir)
@@ -384,7 +502,7 @@ def train(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     trainable, total = _count_params(model)
 
     max_len = plan.training.max_seq_length
-    label2id = train_examples.label2id
+    label2id = file_examples.label2id
     train_ds = build_dataset(train_examples, tokenizer=tokenizer, max_seq_length=max_len, label2id=label2id)
     if len(train_ds) == 0:
         raise DataError(
@@ -392,26 +510,49 @@ def train(plan: TrainPlan, hooks: Hooks) -> TrainResult:
             code="invalid_file_format",
             param="training_file",
         )
-    valid_ds = None
-    if valid_examples is not None:
-        valid_ds = build_dataset(valid_examples, tokenizer=tokenizer, max_seq_length=max_len, label2id=label2id)
-        if len(valid_ds) == 0:
-            valid_ds = None
+    eval_ds = build_dataset(eval_examples, tokenizer=tokenizer, max_seq_length=max_len, label2id=label2id)
+    if len(eval_ds) == 0:
+        eval_ds = None
+
+    pad = PadCollator(tokenizer.pad_token_id)
+    batch_size = plan.hyperparameters["batch_size"]
+    base = majority = None
+    if eval_ds is not None:
+        # The base: the freshly built model before any step (a LoRA starts at zero, a new head at random).
+        base = evaluate_model(model, eval_ds, collator=pad, task=plan.task, labels=labels, batch_size=batch_size)
+        if classification:
+            majority = majority_baseline(train_label_ids=_label_ids(train_ds), eval_label_ids=_label_ids(eval_ds),
+                                         labels=labels)
+        text = f"Baseline on {len(eval_ds)} {split['source'].replace('_', ' ')} examples: base model {summary(base)}"
+        if majority is not None:
+            text += f"; majority class: {summary(majority)}"
+        _report(hooks, stage="baseline", message=text,
+                data={"split": split, "primary_metric": PRIMARY_METRIC[plan.task], "base": base,
+                      "majority_baseline": majority})
 
     state_box: dict[str, Any] = {"stopped": False}
     callback = _make_callback(hooks, plan, {"trainable": trainable, "total": total}, state_box)
-    classification = plan.task == SEQUENCE_CLASSIFICATION
-    trainer = Trainer(
+    callbacks = [callback]
+    if plan.training.early_stopping_patience and eval_ds is not None:
+        callbacks.append(_early_stopping_callback(plan.training.early_stopping_patience, state_box))
+    weights = None
+    if classification:
+        weights = class_weights(plan.training.class_weights, labels=labels, label_ids=_label_ids(train_ds))
+    trainer = _trainer_class()(
         model=model,
-        args=_training_arguments(plan, has_eval=valid_ds is not None),
+        args=_training_arguments(plan, has_eval=eval_ds is not None),
         train_dataset=train_ds,
-        eval_dataset=valid_ds,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        eval_dataset=eval_ds,
+        data_collator=PackingCollator() if plan.training.packing else pad,
         processing_class=tokenizer,
-        compute_metrics=_accuracy if classification and valid_ds is not None else None,
-        preprocess_logits_for_metrics=_argmax_logits if classification and valid_ds is not None else None,
-        callbacks=[callback],
+        compute_metrics=_accuracy if classification and eval_ds is not None else None,
+        preprocess_logits_for_metrics=_argmax_logits if classification and eval_ds is not None else None,
+        compute_loss_func=weighted_cross_entropy(weights) if weights is not None else None,
+        callbacks=callbacks,
     )
+    if classification and plan.training.sampler == "weighted":
+        ids = _label_ids(train_ds)
+        trainer.train_sampler_factory = lambda: WeightedClassSampler(ids, seed=plan.seed)
     trainer.remove_callback(PrinterCallback)  # the hooks report progress; no stdout clutter
     output = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
     state = trainer.state
@@ -423,7 +564,7 @@ def train(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     if output.training_loss is not None and math.isfinite(output.training_loss):
         metrics["train_loss_mean"] = float(output.training_loss)
         metrics.setdefault("train_loss", float(output.training_loss))
-    if valid_ds is not None and not stopped:
+    if eval_ds is not None and not stopped:
         if callback.latest.get("valid_step") == state.global_step:
             evaluated = {k: v for k, v in callback.latest.items() if k in ("valid_loss", "valid_accuracy")}
         else:
@@ -434,18 +575,32 @@ def train(plan: TrainPlan, hooks: Hooks) -> TrainResult:
         metrics.update(evaluated)
     metrics["train_runtime_s"] = round(time.monotonic() - started, 3)
 
+    world = _world_size()
     data = {
         "train_examples": len(train_ds),
         "train_skipped_examples": len(train_ds.skipped),
         "train_tokens": train_ds.tokens,
-        "valid_examples": len(valid_ds) if valid_ds is not None else 0,
+        "valid_examples": len(eval_ds) if eval_ds is not None and split["source"] != "training_file" else 0,
+        "eval_examples": len(eval_ds) if eval_ds is not None else 0,
+        "split": split,
+        "fed_positions": trainer.fed_positions,
+        "world_size": world,
+        "early_stopped_at": state_box.get("early_stopped_at"),
     }
+    evaluation = None
     reference: dict = {}
     if not stopped:
+        if base is not None:
+            tuned = evaluate_model(trainer.model, eval_ds, collator=pad, task=plan.task, labels=labels,
+                                   batch_size=batch_size)
+            evaluation = evaluation_record(task=plan.task, split=split, base=base, tuned=tuned, majority=majority,
+                                           goal=plan.training.goal)
+            _report(hooks, stage="final", message=_evaluation_message(evaluation), data=evaluation)
         source = valid_examples if valid_examples is not None else train_examples
         inputs = [probe_input(row, fmt=source.format, tokenizer=tokenizer) for row in source.rows[:N_PROBES]]
         reference = reference_outputs(model, tokenizer, task=plan.task, inputs=inputs, max_length=max_len)
-        _save_artifact(plan, model, tokenizer, train_examples, metrics)
+        if trainer.is_world_process_zero():
+            _save_artifact(plan, model, tokenizer, file_examples, metrics, evaluation=evaluation, world_size=world)
 
     return TrainResult(
         stopped=stopped,
@@ -456,10 +611,28 @@ def train(plan: TrainPlan, hooks: Hooks) -> TrainResult:
         trainable_params=trainable,
         total_params=total,
         data=data,
+        evaluation=evaluation,
     )
 
 
-def _save_artifact(plan: TrainPlan, model, tokenizer, examples: Examples, metrics: dict) -> None:
+def _evaluation_message(evaluation: dict) -> str:
+    primary = evaluation["primary_metric"]
+    base, tuned = evaluation["base"][primary], evaluation["tuned"][primary]
+    text = f"Evaluation: {primary} {tuned:.4g} after fine-tuning, {base:.4g} for the base model"
+    if evaluation["majority_baseline"] is not None:
+        text += f", {evaluation['majority_baseline'][primary]:.4g} for the majority class"
+    text += "; beat the baseline" if evaluation["beat_baseline"] else "; did not beat the baseline"
+    goal = evaluation["goal"]
+    if goal is not None:
+        bounds = " and ".join(
+            f"{op} {bound:g}" for op, bound in ((">=", goal["min"]), ("<=", goal["max"])) if bound is not None
+        )
+        text += f"; goal {goal['metric']} {bounds} {'met' if goal['met'] else 'not met'} ({goal['value']:.4g})"
+    return text
+
+
+def _save_artifact(plan: TrainPlan, model, tokenizer, examples: Examples, metrics: dict, *,
+                   evaluation: dict | None = None, world_size: int = 1) -> None:
     out = Path(plan.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     get_method(plan.tuning.type).save(model, out)
@@ -473,6 +646,8 @@ def _save_artifact(plan: TrainPlan, model, tokenizer, examples: Examples, metric
         "hyperparameters": plan.hyperparameters,
         "seed": plan.seed,
         "metrics": metrics,
+        "evaluation": evaluation,
+        "world_size": world_size,
     }
     if plan.task == SEQUENCE_CLASSIFICATION:
         info["labels"] = examples.labels

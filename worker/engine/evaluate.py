@@ -1,0 +1,173 @@
+"""Evaluation: the split it runs on, the metrics of a model on it, baselines, and the goal check.
+
+Every job is evaluated on its validation file, or else on a held-out split of the training file
+(``training.validation_split`` of it, seeded by the job's seed; stratified by label for
+classification so that every class keeps training examples). When nothing can be held out
+(``validation_split`` 0, or too few examples) the training file itself is evaluated (source
+``"training_file"``) so that the base/tuned comparison still exists.
+
+The evaluation record (``job.result["evaluation"]``; keys are stable, the model card renders them)::
+
+    {"split": {"source": "validation_file" | "held_out" | "training_file", "examples": int,
+               "fraction": float | None},
+     "primary_metric": "macro_f1" | "valid_loss",
+     "base": {metric: value}, "tuned": {metric: value},
+     "majority_baseline": {metric: value} | None,
+     "beat_baseline": bool,
+     "goal": {"metric", "min", "max", "value", "met"} | None}
+
+Classification metrics: accuracy, macro_f1, recall_per_class ({label: recall}), valid_loss (plain
+cross-entropy, whatever the class weights). causal_lm: valid_loss (mean over trained tokens) and
+perplexity = exp(valid_loss). ``base`` is the freshly built model before any optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+
+import torch
+
+from worker.engine.data import CAUSAL_LM, SEQUENCE_CLASSIFICATION, Examples
+from worker.engine.datasets import IGNORE_INDEX
+from worker.engine.metrics import classification_metrics, majority_label
+from worker.engine.sampling import OptionError
+
+PRIMARY_METRIC = {SEQUENCE_CLASSIFICATION: "macro_f1", CAUSAL_LM: "valid_loss"}
+GOAL_METRICS = {
+    SEQUENCE_CLASSIFICATION: ("accuracy", "macro_f1", "valid_loss"),
+    CAUSAL_LM: ("valid_loss", "perplexity"),
+}
+HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "valid_loss": False, "perplexity": False}
+
+
+def check_goal(goal, *, task: str) -> None:
+    if goal is None:
+        return
+    known = GOAL_METRICS[task]
+    if goal.metric not in known:
+        raise OptionError(
+            f"goal metric {goal.metric!r} is not reported for {task}; choose one of {', '.join(known)}",
+            param="training.goal.metric",
+        )
+
+
+def _subset(examples: Examples, indices: list[int]) -> Examples:
+    return Examples(
+        task=examples.task, format=examples.format, rows=[examples.rows[i] for i in indices],
+        labels=list(examples.labels), lines=[examples.lines[i] for i in indices] if examples.lines else [],
+    )
+
+
+def held_out_indices(examples: Examples, *, fraction: float, seed: int) -> list[int]:
+    """Row indices to hold out: round(fraction x n) per label (classification, keeping at least one
+    training example per label) or overall (causal_lm), chosen by a generator seeded with ``seed``."""
+    if fraction <= 0 or len(examples) < 2:
+        return []
+    rng = random.Random(seed)
+    if examples.task == SEQUENCE_CLASSIFICATION:
+        by_label: dict[str, list[int]] = defaultdict(list)
+        for i, row in enumerate(examples.rows):
+            by_label[row["label"]].append(i)
+        chosen: list[int] = []
+        for label in examples.labels:
+            group = by_label[label]
+            k = min(round(fraction * len(group)), len(group) - 1)
+            chosen += rng.sample(group, k) if k > 0 else []
+    else:
+        k = min(max(1, round(fraction * len(examples))), len(examples) - 1)
+        chosen = rng.sample(range(len(examples)), k)
+    return sorted(chosen)
+
+
+def split_for_evaluation(
+    train: Examples, valid: Examples | None, *, fraction: float, seed: int
+) -> tuple[Examples, Examples, dict]:
+    """(examples to train on, examples to evaluate on, the split record with the held-out lines)."""
+    if valid is not None:
+        return train, valid, {"source": "validation_file", "examples": len(valid), "fraction": None}
+    chosen = held_out_indices(train, fraction=fraction, seed=seed)
+    if not chosen:
+        return train, train, {"source": "training_file", "examples": len(train), "fraction": None}
+    keep = sorted(set(range(len(train))) - set(chosen))
+    held = _subset(train, chosen)
+    split = {"source": "held_out", "examples": len(chosen), "fraction": fraction, "lines": held.lines}
+    return _subset(train, keep), held, split
+
+
+@torch.no_grad()
+def evaluate_model(model, dataset, *, collator, task: str, labels: list[str], batch_size: int) -> dict:
+    """The metrics of ``model`` (put in eval mode, restored afterwards) on an encoded dataset."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, loss_count = 0.0, 0
+    predictions: list[int] = []
+    targets: list[int] = []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            target = batch.pop("labels")
+            logits = model(**batch).logits.float()
+            if task == SEQUENCE_CLASSIFICATION:
+                loss_sum += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
+                loss_count += target.numel()
+                predictions += logits.argmax(-1).tolist()
+                targets += target.tolist()
+            else:
+                shifted = target[:, 1:]
+                loss_sum += torch.nn.functional.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+                    ignore_index=IGNORE_INDEX, reduction="sum",
+                ).item()
+                loss_count += int((shifted != IGNORE_INDEX).sum())
+    finally:
+        model.train(was_training)
+    valid_loss = loss_sum / max(loss_count, 1)
+    if task == SEQUENCE_CLASSIFICATION:
+        metrics = classification_metrics(predictions=predictions, targets=targets, labels=labels)
+        metrics["valid_loss"] = valid_loss
+        return metrics
+    return {"valid_loss": valid_loss, "perplexity": math.exp(min(valid_loss, 700.0))}
+
+
+def majority_baseline(*, train_label_ids: list[int], eval_label_ids: list[int], labels: list[str]) -> dict:
+    """Metrics of always answering the training set's most frequent label."""
+    guess = majority_label(train_label_ids)
+    return classification_metrics(predictions=[guess] * len(eval_label_ids), targets=eval_label_ids, labels=labels)
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    return a > b if HIGHER_IS_BETTER[metric] else a < b
+
+
+def goal_result(goal, tuned: dict) -> dict | None:
+    if goal is None:
+        return None
+    value = tuned[goal.metric]
+    met = (goal.min is None or value >= goal.min) and (goal.max is None or value <= goal.max)
+    return {"metric": goal.metric, "min": goal.min, "max": goal.max, "value": value, "met": bool(met)}
+
+
+def evaluation_record(*, task: str, split: dict, base: dict, tuned: dict, majority: dict | None, goal) -> dict:
+    primary = PRIMARY_METRIC[task]
+    beat = _better(primary, tuned[primary], base[primary])
+    if majority is not None:
+        beat = beat and _better(primary, tuned[primary], majority[primary])
+    return {
+        "split": {k: split[k] for k in ("source", "examples", "fraction")},
+        "primary_metric": primary,
+        "base": base,
+        "tuned": tuned,
+        "majority_baseline": majority,
+        "beat_baseline": bool(beat),
+        "goal": goal_result(goal, tuned),
+    }
+
+
+def summary(metrics: dict) -> str:
+    """'macro_f1 0.812, accuracy 0.900, valid_loss 0.311' for event messages."""
+    keys = [k for k in ("macro_f1", "accuracy", "valid_loss", "perplexity") if k in metrics]
+    return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys)
