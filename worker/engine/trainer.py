@@ -161,7 +161,9 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def load_base_model(model_dir: Path, *, task: str, labels: list[str] | None = None, tokenizer=None):
+def load_base_model(
+    model_dir: Path, *, task: str, labels: list[str] | None = None, tokenizer=None, method_kwargs: dict | None = None
+):
     """The base model from safetensors (no remote code), float32, and the names of the modules the
     checkpoint lacked (a new task head): those must be trained in full and saved with the adapter."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -172,6 +174,7 @@ def load_base_model(model_dir: Path, *, task: str, labels: list[str] | None = No
         "trust_remote_code": False,
         "dtype": torch.float32,
         "output_loading_info": True,
+        **(method_kwargs or {}),  # the tuning method's (e.g. qlora's 4-bit quantization config)
     }
     if task == SEQUENCE_CLASSIFICATION and not labels:
         raise ValueError("sequence_classification needs the label names")
@@ -497,7 +500,10 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
 
     set_seed(plan.seed)
     tokenizer = load_tokenizer(plan.model_dir)
-    model, new_modules = load_base_model(plan.model_dir, task=plan.task, labels=labels, tokenizer=tokenizer)
+    method_kwargs = get_method(plan.tuning.type).base_model_kwargs(plan.tuning)
+    model, new_modules = load_base_model(
+        plan.model_dir, task=plan.task, labels=labels, tokenizer=tokenizer, method_kwargs=method_kwargs
+    )
     model = get_method(plan.tuning.type).build(model, plan.tuning, task=plan.task, modules_to_save=new_modules)
     trainable, total = _count_params(model)
 

@@ -43,8 +43,8 @@ class MethodError(ValueError):
         self.param = param
 
 
-class UnknownMethodError(ValueError):
-    pass
+class UnknownMethodError(MethodError):
+    """`tuning.type` names no registered method and no peft method."""
 
 
 _METHODS: dict[str, TuningMethod] = {}
@@ -61,15 +61,28 @@ def register(method: TuningMethod) -> TuningMethod:
 
 
 def get_method(name: str) -> TuningMethod:
-    try:
-        return _METHODS[name]
-    except KeyError:
-        known = ", ".join(sorted(_METHODS)) or "none"
-        raise UnknownMethodError(f"unknown tuning method {name!r}; known: {known}") from None
+    """The method registered as `name`, else the peft method of that config name (registered on first
+    use, so that importing the registry does not import peft); UnknownMethodError lists the known."""
+    method = _METHODS.get(name)
+    if method is None:
+        from worker.engine.methods import peft_methods
+
+        method = peft_methods.lookup(name)
+    if method is None:
+        known = ", ".join(available_methods()) or "none"
+        raise UnknownMethodError(f"unknown tuning method {name!r}; known: {known}", param="tuning.type")
+    return method
 
 
 def available_methods() -> list[str]:
-    return sorted(_METHODS)
+    """Every name `get_method` accepts: the built-in methods and the supported peft methods."""
+    from worker.engine.methods import peft_methods
+
+    return sorted(set(_METHODS) | set(peft_methods.peft_method_names()))
 
 
-from worker.engine.methods import lora as _lora  # noqa: E402,F401  (registers "lora")
+# Importing these registers them (the peft methods register lazily, see get_method).
+from worker.engine.methods import adapter as _adapter  # noqa: E402,F401
+from worker.engine.methods import full as _full  # noqa: E402,F401
+from worker.engine.methods import lora as _lora  # noqa: E402,F401
+from worker.engine.methods import qlora as _qlora  # noqa: E402,F401

@@ -98,21 +98,34 @@ class Lora:
             return PeftModel.from_pretrained(base_model, str(artifact_dir))
 
 
-def build_lora(model, tuning, *, task: str, modules_to_save: list[str] | None = None):
-    """Wrap ``model`` in a peft LoRA model per ``tuning`` (r, alpha, dropout, target_modules)."""
-    from peft import LoraConfig, TaskType, get_peft_model
-
+def heads_to_save(model, *, task: str, modules_to_save: list[str] | None = None) -> list[str]:
+    """The modules trained in full and saved with the artifact: the classification head (new or
+    not) and whatever the base checkpoint lacked."""
     if task == "sequence_classification":
-        task_type = TaskType.SEQ_CLS
         save = classification_heads(model)
     elif task == "causal_lm":
-        task_type = TaskType.CAUSAL_LM
         save = []
     else:
         raise ValueError(f"unknown task {task!r}")
     for name in modules_to_save or []:
         if name not in save:
             save.append(name)
+    return save
+
+
+def peft_task_type(task: str):
+    from peft import TaskType
+
+    return {"sequence_classification": TaskType.SEQ_CLS, "causal_lm": TaskType.CAUSAL_LM}[task]
+
+
+def build_lora(model, tuning, *, task: str, modules_to_save: list[str] | None = None):
+    """Wrap ``model`` in a peft LoRA model per ``tuning`` (r, alpha, dropout, target_modules,
+    use_dora, use_rslora)."""
+    from peft import LoraConfig, get_peft_model
+
+    save = heads_to_save(model, task=task, modules_to_save=modules_to_save)
+    task_type = peft_task_type(task)
 
     if tuning.target_modules == "auto":
         targets = auto_target_modules(model, exclude=save)
@@ -125,6 +138,8 @@ def build_lora(model, tuning, *, task: str, modules_to_save: list[str] | None = 
         target_modules=targets,
         modules_to_save=save or None,
         task_type=task_type,
+        use_dora=tuning.use_dora,
+        use_rslora=tuning.use_rslora,
     )
     try:
         with warnings.catch_warnings():
