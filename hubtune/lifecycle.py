@@ -41,7 +41,8 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     ),
     Status.PAUSED: frozenset({Status.QUEUED, Status.CANCELLED}),
     Status.SUCCEEDED: frozenset(),
-    Status.FAILED: frozenset(),
+    # failed -> running: POST .../publish pushes a kept artifact again (stage publishing), no retraining.
+    Status.FAILED: frozenset({Status.RUNNING}),
     Status.CANCELLED: frozenset(),
 }
 
@@ -98,6 +99,10 @@ def transition(
     if result.rowcount != 1:
         return False
     add_event(session, job_id, message, level=level, data=data)
+    if to in TERMINAL:
+        from hubtune.notifications import after_terminal  # completion notifications (job.webhook_url)
+
+        after_terminal(session, job_id)
     return True
 
 

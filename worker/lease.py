@@ -105,8 +105,18 @@ class JobHooks:
                 fenced_event(session, self.lease.job_id, token=self.lease.token,
                              message=f"Checkpoint saved at step {step}", data={"step": step})
                 session.add(Checkpoint(job_id=self.lease.job_id, step=step, path=str(path), metrics=metrics))
+                _ring_checkpoint_push(session, self.lease.job_id)
 
         self._guard(write)
 
     def should_stop(self) -> bool:
         return not self.lease.still_ours()
+
+
+def _ring_checkpoint_push(session, job_id: str) -> None:
+    """hub.push_checkpoints: the publish queue pushes the new checkpoint to the checkpoint branch."""
+    from hubtune.notifications import PUSH_CHECKPOINT, ring_soft
+
+    spec = session.execute(select(Job.spec).where(Job.id == job_id)).scalar_one_or_none() or {}
+    if (spec.get("hub") or {}).get("push_checkpoints"):
+        ring_soft(session, PUSH_CHECKPOINT, job_id)

@@ -4,6 +4,9 @@ pick the training queue, then queued + ring the train doorbell (after commit).""
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,10 @@ from hubtune.queue import DEFAULT_TRAIN_QUEUE, TRAIN, ring
 from hubtune.settings import get_settings
 from hubtune.spec import JobRequest
 from hubtune.storage import Storage
-from plugin import split_model_ref
+from plugin import is_dataset_ref, parse_dataset_ref, split_model_ref
 from plugin.errors import HubError, RepoNotFound, RevisionNotFound
 from worker.failures import job_error
-from worker.hub import hub_from_settings
+from worker.hub import hub_for_owner
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +40,13 @@ def run_prepare(job_id: str) -> None:
             return
         request = JobRequest.model_validate(job.spec)
         files = _file_paths(session, job)
+        owner = job.owner
         job.stage = Stage.PREPARING.value
     try:
-        outcome = _prepare(job_id, request, files)
+        hub = hub_for_owner(get_settings(), owner)
+        pinned = _pull_datasets(hub, files)
+        outcome = _prepare(job_id, request, files, hub)
+        outcome.update(pinned)
     except Exception as exc:  # any failure here is the job's, never the worker's
         log.warning("prepare %s failed: %s", job_id, exc)
         _fail(job_id, job_error(exc))
@@ -63,13 +70,16 @@ def _file_paths(session, job: Job) -> dict[str, tuple[str, Path | None]]:
     for param, file_id in (("training_file", job.training_file), ("validation_file", job.validation_file)):
         if file_id is None:
             continue
+        if is_dataset_ref(file_id):
+            paths[param] = (file_id, None)  # pulled from the hub and pinned by _pull_datasets
+            continue
         row = session.execute(select(File).where(File.id == file_id)).scalar_one_or_none()
         alive = row is not None and row.deleted_at is None
         paths[param] = (file_id, storage.file_path(file_id) if alive else None)
     return paths
 
 
-def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]]) -> dict[str, Any]:
+def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]], hub) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from worker.engine.data import check_validation, data_report, load_examples
@@ -82,7 +92,8 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     if "validation_file" in files:
         valid = load_examples(files["validation_file"][1], task=train.task, param="validation_file")
         check_validation(train, valid)
-    model_dir, revision = _pull_model(request.model)
+    _check_method(request, task=train.task)
+    model_dir, revision = _pull_model(request.model, hub)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     report = data_report(train, tokenizer=tokenizer, max_seq_length=request.training.max_seq_length)
     hyper = resolve_hyperparameters(
@@ -93,21 +104,125 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     spec["task"] = train.task
     return {
         "spec": spec, "model_revision": revision, "hyperparameters": hyper, "data_report": report,
-        "queue": DEFAULT_TRAIN_QUEUE, "stage": None,
+        "queue": _route(job_id, request, model_dir=model_dir, train=train, report=report, hyper=hyper), "stage": None,
     }
 
 
-def _pull_model(model_ref: str) -> tuple[Path, str]:
+def _check_method(request: JobRequest, *, task: str) -> None:
+    """A tuning method that cannot run here fails the job now (MethodError names the field)."""
+    import torch
+
+    from worker.engine.methods import get_method
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    get_method(request.tuning.type).check(request.tuning, task=task, device=device)
+
+
+def _pull_model(model_ref: str, hub) -> tuple[Path, str]:
     repo_id, revision = split_model_ref(model_ref)
-    hub = hub_from_settings(get_settings())
     try:
         sha = hub.resolve(repo_id, revision=revision)
     except (RepoNotFound, RevisionNotFound) as exc:
         raise PrepareError("model_not_found", f"model {model_ref!r} was not found on the hub: {exc}", "model")
     try:
-        return hub.snapshot(repo_id, revision=sha), sha
+        folder = hub.snapshot(repo_id, revision=sha)
     except HubError as exc:
         raise PrepareError(exc.code, f"could not download model {model_ref!r}: {exc}", "model")
+    _check_safetensors(folder, model_ref)
+    return folder, sha
+
+
+def _check_safetensors(folder: Path, model_ref: str) -> None:
+    """Weights load from safetensors only: pickled weights (.bin, .pt) can run code when loaded."""
+    if any(folder.rglob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickles:
+        raise PrepareError("unsafe_weights", f"model {model_ref!r} has no safetensors weights, only "
+                           f"{', '.join(pickles[:3])}; hubtune loads safetensors only", "model")
+
+
+def _pull_datasets(hub, files: dict[str, tuple[str, Path | None]]) -> dict[str, Any]:
+    """Download every hub dataset file at a commit, copy it into storage under its pinned reference
+    (hf://datasets/org/name@<commit>/path), and point `files` at it. Returns the job fields to set."""
+    storage = Storage(get_settings().storage_dir)
+    fields: dict[str, Any] = {}
+    revisions: dict[str, Any] = {}
+    for param, (ref, _) in list(files.items()):
+        if not is_dataset_ref(ref):
+            continue
+        pinned, path, record = _pull_dataset(hub, storage, ref, param)
+        files[param] = (str(pinned), path)
+        fields[param] = str(pinned)  # the job row names the exact commit from now on; train reads this file
+        revisions[param] = record
+    if revisions:
+        fields["dataset_revisions"] = revisions
+    return fields
+
+
+def _pull_dataset(hub, storage: Storage, ref: str, param: str):
+    try:
+        target = parse_dataset_ref(ref)
+    except HubError as exc:
+        raise PrepareError("invalid_dataset", str(exc), param)
+    try:
+        commit = hub.resolve(target.repo_id, revision=target.revision, repo_type="dataset")
+        folder = hub.snapshot(target.repo_id, revision=commit, repo_type="dataset")
+    except (RepoNotFound, RevisionNotFound) as exc:
+        raise PrepareError("dataset_not_found", f"{param} {ref!r} was not found on the hub: {exc}", param)
+    except HubError as exc:
+        raise PrepareError(exc.code, f"could not download {param} {ref!r}: {exc}", param)
+    source = folder / target.path
+    if not source.is_file():
+        raise PrepareError("file_not_found", f"{param} {ref!r}: no file '{target.path}' in dataset "
+                           f"'{target.repo_id}' at commit {commit}", param)
+    pinned = target.pinned(commit)
+    dest = storage.file_path(str(pinned))
+    if not dest.is_file():  # same commit, same bytes: a copy made by an earlier job is reused
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{job_tmp_suffix()}")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    record = {"ref": ref, "repo_id": target.repo_id, "revision": target.revision, "commit": commit,
+              "path": target.path}
+    return pinned, dest, record
+
+
+def job_tmp_suffix() -> str:
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _route(job_id: str, request: JobRequest, *, model_dir: Path, train, report: dict, hyper: dict) -> str:
+    """The training queue whose live workers fit the job's memory estimate (hubtune.routing); a job
+    that no live worker fits fails with what would fit. The choice and why become an event."""
+    import json
+
+    from hubtune.estimator import EstimateError
+    from hubtune.routing import route_request
+
+    seq_len = request.training.max_seq_length
+    if not request.training.packing and report.get("max_example_tokens"):
+        seq_len = min(seq_len, int(report["max_example_tokens"]))  # batches are padded to their longest
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        with session_scope() as session:
+            route = route_request(
+                session, request=request, config=config, heartbeat_seconds=get_settings().heartbeat_seconds,
+                task=train.task, num_labels=len(train.labels) or None, batch_size=int(hyper["batch_size"]),
+                seq_len=seq_len,
+            )
+    except (EstimateError, OSError, ValueError) as exc:
+        with session_scope() as session:
+            add_event(session, job_id, f"Memory not estimated ({exc}); queued on '{DEFAULT_TRAIN_QUEUE}'",
+                      level="warn", data={"queue": DEFAULT_TRAIN_QUEUE})
+        return DEFAULT_TRAIN_QUEUE
+    if route.queue is None:
+        raise PrepareError("no_worker_fits", route.reason[0].upper() + route.reason[1:], route.param)
+    data = {"queue": route.queue, "reason": route.reason, "estimate": route.estimate.model_dump() if route.estimate else None}
+    with session_scope() as session:
+        add_event(session, job_id, f"Routed to queue '{route.queue}': {route.reason}",
+                  level="warn" if route.fallback else "info", data=data)
+    return route.queue
 
 
 def _report_message(report: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ owned by someone else; the row, not the message, says what to do."""
 
 from __future__ import annotations
 
+from hubtune.notifications import NOTIFY, PUSH_CHECKPOINT
 from hubtune.queue import PREPARE, PUBLISH, TRAIN, get_celery
 
 app = get_celery()
@@ -27,3 +28,17 @@ def publish(job_id: str) -> None:
     from worker.publish import run_publish
 
     run_publish(job_id)
+
+
+@app.task(name=NOTIFY)
+def notify(job_id: str) -> None:
+    from worker.notify import run_notify
+
+    run_notify(job_id)
+
+
+@app.task(name=PUSH_CHECKPOINT)
+def push_checkpoint(job_id: str) -> None:
+    from worker.publish import run_push_checkpoint
+
+    run_push_checkpoint(job_id)
