@@ -303,7 +303,7 @@ def method_plan(arch: Architecture, tuning: Tuning, *, task: str) -> Plan:
         return Plan(base=base, base_quantizable=quantizable if kind == "qlora" else 0, added=lora + head,
                     trainable=lora + head, lora_targets=targets)
     if kind == "adapter":
-        size = tuning.bottleneck_size or max(1, int(arch.hidden // (tuning.reduction_factor or DEFAULT_REDUCTION_FACTOR)))
+        size = tuning.bottleneck_size or max(1, round(arch.hidden / (tuning.reduction_factor or DEFAULT_REDUCTION_FACTOR)))
         # Two bottleneck adapters per layer (after attention and after the feed-forward block): down + up.
         adapters = arch.layers * 2 * (2 * arch.hidden * size + size + arch.hidden)
         return Plan(base=base, base_quantizable=0, added=adapters, trainable=adapters + head)

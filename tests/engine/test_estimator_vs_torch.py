@@ -21,10 +21,6 @@ BATCH, SEQ = 2, 12
 
 def build(model_dir, *, task: str, tuning: Tuning):
     model, new_modules = load_base_model(model_dir, task=task, labels=LABELS if task == "sequence_classification" else None)
-    if tuning.type == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
     return get_method(tuning.type).build(model, tuning, task=task, modules_to_save=new_modules)
 
 
@@ -53,7 +49,9 @@ def measured(model, *, task: str, vocab: int) -> dict[str, int]:
 CASES = [
     ("tiny_bert", "sequence_classification", Tuning(type="lora", r=4)),
     ("tiny_bert", "sequence_classification", Tuning(type="full")),
-    ("tiny_bert", "sequence_classification", Tuning(type="lora", r=8, target_modules=["query", "value"])),
+    ("tiny_bert", "sequence_classification", Tuning(type="lora", r=8, target_modules=["query", "value"], use_dora=True)),
+    ("tiny_bert", "sequence_classification", Tuning(type="adapter")),
+    ("tiny_llama", "causal_lm", Tuning(type="adapter", bottleneck_size=5)),
     ("tiny_llama", "causal_lm", Tuning(type="lora", r=4)),
     ("tiny_llama", "causal_lm", Tuning(type="full")),
     ("tiny_llama", "sequence_classification", Tuning(type="lora", r=2)),
