@@ -38,6 +38,13 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
 
+    # Dashboard sessions (issue 5): the cookie-signing secret; empty: one generated once into
+    # <data_dir>/session.secret (mode 0600). Sessions last session_hours.
+    session_secret: SecretStr | None = None
+    session_hours: float = Field(default=12.0, gt=0)
+    # Set the session cookie's Secure flag (serve the dashboard over HTTPS when this is on).
+    session_cookie_secure: bool = False
+
     # Hub plugin (issue 4). Encryption key for secrets at rest (hub credentials); empty: a key generated
     # once into <data_dir>/secret.key (mode 0600), which every process sharing the data dir reads.
     secret_key: SecretStr | None = None

@@ -11,7 +11,8 @@ from hubtune.queue import make_celery
 from hubtune.settings import Settings, get_settings
 from hubtune.storage import Storage
 from server.errors import install_error_handlers
-from server.routes import files, health, jobs
+from server.dashboard import install_dashboard
+from server.routes import files, health, jobs, metrics, queues, workers
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,8 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1 = APIRouter(prefix="/v1")
     v1.include_router(files.router)
     v1.include_router(jobs.router)
+    v1.include_router(queues.router)
+    v1.include_router(workers.router)
     app.include_router(v1)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    install_dashboard(app)  # `/`, login, static assets, security headers
     return app
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import subprocess
 import threading
 
 from celery import signals
@@ -37,6 +39,43 @@ def detect_resources() -> dict:
     return resources
 
 
+def parse_gpu_usage(text: str, visible: str | None) -> list[dict]:
+    """nvidia-smi's `index, memory.used [MiB], utilization.gpu [%]` lines, in the order this process's
+    CUDA devices are numbered (CUDA_VISIBLE_DEVICES picks and reorders the physical GPUs)."""
+    by_index: dict[str, dict] = {}
+    for line in text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        try:
+            by_index[parts[0]] = {"memory_used_bytes": int(float(parts[1]) * 1024 * 1024),
+                                  "utilization": float(parts[2]) / 100}
+        except (ValueError, IndexError):
+            by_index[parts[0]] = {}  # "[N/A]" on some boards: leave that GPU's figures out
+    order = [v.strip() for v in visible.split(",")] if visible else sorted(by_index, key=lambda i: int(i) if i.isdigit() else 0)
+    return [by_index.get(i, {}) for i in order]
+
+
+def gpu_usage() -> list[dict] | None:
+    """Device-wide memory in use and utilisation per GPU, from nvidia-smi: it sees the training child's
+    memory too, and it never initialises CUDA in this (forking) parent process."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=index,memory.used,utilization.gpu", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=5, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_gpu_usage(out, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def with_gpu_usage(resources: dict) -> dict:
+    gpus = [dict(g) for g in resources.get("gpus") or []]
+    usage = gpu_usage() if gpus else None
+    for gpu, figures in zip(gpus, usage or []):
+        gpu.update(figures)
+    return {**resources, "gpus": gpus}
+
+
 def set_current_job(job_id: str | None) -> None:
     _state["job"] = job_id
     if _state["id"] is None:
@@ -58,6 +97,8 @@ def _beat() -> None:
                 row = session.get(WorkerRecord, _state["id"])
                 if row is not None:
                     row.last_heartbeat = now()
+                    if (row.resources or {}).get("gpus"):
+                        row.resources = with_gpu_usage(row.resources)  # a new dict, so the JSON column saves
         except Exception:
             log.exception("worker heartbeat failed")
 
@@ -74,7 +115,8 @@ def _register(sender=None, **_kwargs) -> None:
     worker_id = _state["id"] or f"{socket.gethostname()}:{os.getpid()}"
     with session_scope() as session:
         session.merge(WorkerRecord(id=worker_id, hostname=socket.gethostname(), pid=os.getpid(), queues=queues,
-                                   resources=detect_resources(), started_at=now(), last_heartbeat=now()))
+                                   resources=with_gpu_usage(detect_resources()), started_at=now(),
+                                   last_heartbeat=now()))
     _state["id"] = worker_id
     threading.Thread(target=_beat, name="worker-heartbeat", daemon=True).start()
 

@@ -15,6 +15,8 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_owner_id", "owner", "id"),
         Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_model_id", "model", "id"),  # migration 0003_dashboard
+        Index("ix_jobs_finished_at", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

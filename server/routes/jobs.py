@@ -37,8 +37,11 @@ def create_job(session: SessionDep, key: CurrentKey, settings: SettingsDep, body
 
 
 @router.get("", response_model=JobList)
-def list_jobs(session: SessionDep, key: CurrentKey, after: str | None = None, limit: Limit = 20) -> JobList:
-    rows, has_more = crud.list_jobs(session, key, after=after, limit=limit)
+def list_jobs(
+    session: SessionDep, key: CurrentKey, after: str | None = None, limit: Limit = 20,
+    status: str | None = None, owner: str | None = None, model: str | None = None,
+) -> JobList:
+    rows, has_more = crud.list_jobs(session, key, after=after, limit=limit, status=status, owner=owner, model=model)
     return JobList(data=[JobPublic.of(r) for r in rows], has_more=has_more)
 
 

@@ -1,0 +1,94 @@
+// Small SVG charts of our own: a line chart (loss curves) and a stacked bar chart (jobs per hour).
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svgEl(tag, attrs, text) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function niceNumber(v) {
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  if (a >= 1000) return v.toFixed(0);
+  if (a >= 10) return v.toFixed(1);
+  if (a >= 0.01) return v.toFixed(3);
+  return v.toExponential(1);
+}
+
+// series: [{name, points: [[x, y], ...]}]; draws every series on shared axes.
+function lineChart(series, { width = 640, height = 260, xLabel = "step", id } = {}) {
+  const pad = { l: 56, r: 14, t: 12, b: 34 };
+  const all = series.flatMap((s) => s.points);
+  const svg = svgEl("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img" });
+  if (id) svg.id = id;
+  svg.setAttribute("aria-label", series.map((s) => `${s.name}: ${s.points.length} points`).join(", "));
+  if (!all.length) {
+    svg.appendChild(svgEl("text", { x: width / 2, y: height / 2, "text-anchor": "middle" }, "no metrics yet"));
+    return svg;
+  }
+  let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
+  let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+  if (x1 === x0) x1 = x0 + 1;
+  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
+  const yPad = (y1 - y0) * 0.05; y0 -= yPad; y1 += yPad;
+  const sx = (x) => pad.l + ((x - x0) / (x1 - x0)) * (width - pad.l - pad.r);
+  const sy = (y) => height - pad.b - ((y - y0) / (y1 - y0)) * (height - pad.t - pad.b);
+  for (let i = 0; i <= 4; i++) {
+    const y = y0 + ((y1 - y0) * i) / 4;
+    svg.appendChild(svgEl("line", { class: "grid", x1: pad.l, x2: width - pad.r, y1: sy(y), y2: sy(y) }));
+    svg.appendChild(svgEl("text", { x: pad.l - 6, y: sy(y) + 4, "text-anchor": "end" }, niceNumber(y)));
+  }
+  for (let i = 0; i <= 4; i++) {
+    const x = x0 + ((x1 - x0) * i) / 4;
+    svg.appendChild(svgEl("text", { x: sx(x), y: height - pad.b + 16, "text-anchor": "middle" }, String(Math.round(x))));
+  }
+  svg.appendChild(svgEl("line", { class: "axis", x1: pad.l, x2: pad.l, y1: pad.t, y2: height - pad.b }));
+  svg.appendChild(svgEl("line", { class: "axis", x1: pad.l, x2: width - pad.r, y1: height - pad.b, y2: height - pad.b }));
+  svg.appendChild(svgEl("text", { x: width - pad.r, y: height - 4, "text-anchor": "end" }, xLabel));
+  series.forEach((s, i) => {
+    if (!s.points.length) return;
+    const pts = s.points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
+    svg.appendChild(svgEl("polyline", { class: `line s${i}`, points: pts, "data-series": s.name, "data-count": s.points.length }));
+    // Markers only while they stay readable; the polyline carries every point anyway.
+    if (s.points.length <= 80) {
+      for (const p of s.points) svg.appendChild(svgEl("circle", { class: `s${i}`, cx: sx(p[0]), cy: sy(p[1]), r: 2.5 }));
+    }
+  });
+  return svg;
+}
+
+// hours: [{hour, succeeded, failed, cancelled}], oldest first.
+function hourBars(hours, { width = 640, height = 180 } = {}) {
+  const pad = { l: 34, r: 8, t: 10, b: 26 };
+  const svg = svgEl("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", id: "finished-chart" });
+  const totals = hours.map((h) => h.succeeded + h.failed + h.cancelled);
+  const top = Math.max(1, ...totals);
+  svg.setAttribute("aria-label", `jobs finished per hour, ${totals.reduce((a, b) => a + b, 0)} in ${hours.length} hours`);
+  const bw = (width - pad.l - pad.r) / Math.max(1, hours.length);
+  const sy = (v) => ((height - pad.t - pad.b) * v) / top;
+  svg.appendChild(svgEl("text", { x: pad.l - 6, y: pad.t + 8, "text-anchor": "end" }, String(top)));
+  svg.appendChild(svgEl("text", { x: pad.l - 6, y: height - pad.b, "text-anchor": "end" }, "0"));
+  hours.forEach((h, i) => {
+    let y = height - pad.b;
+    for (const [key, cls] of [["succeeded", "bar-ok"], ["failed", "bar-failed"], ["cancelled", "bar-cancelled"]]) {
+      if (!h[key]) continue;
+      const hgt = sy(h[key]);
+      y -= hgt;
+      const r = svgEl("rect", { class: cls, x: pad.l + i * bw + 1, y, width: Math.max(1, bw - 2), height: hgt });
+      r.appendChild(svgEl("title", {}, `${new Date(h.hour * 1000).toLocaleString()}: ${h[key]} ${key}`));
+      svg.appendChild(r);
+    }
+    if (i % 4 === 0) {
+      const label = new Date(h.hour * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      svg.appendChild(svgEl("text", { x: pad.l + i * bw + bw / 2, y: height - 8, "text-anchor": "middle" }, label));
+    }
+  });
+  svg.appendChild(svgEl("line", { class: "axis", x1: pad.l, x2: width - pad.r, y1: height - pad.b, y2: height - pad.b }));
+  return svg;
+}
+
+window.charts = { lineChart, hourBars };
