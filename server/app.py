@@ -12,7 +12,7 @@ from hubtune.settings import Settings, get_settings
 from hubtune.storage import Storage
 from server.errors import install_error_handlers
 from server.dashboard import install_dashboard
-from server.routes import files, health, jobs, metrics, queues, workers
+from server.routes import estimate, files, health, hub, jobs, metrics, queues, workers
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,7 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     v1 = APIRouter(prefix="/v1")
     v1.include_router(files.router)
+    v1.include_router(estimate.router)  # before jobs: /fine_tuning/jobs/estimate is not a job id
     v1.include_router(jobs.router)
+    v1.include_router(hub.router)
     v1.include_router(queues.router)
     v1.include_router(workers.router)
     app.include_router(v1)

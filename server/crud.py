@@ -8,12 +8,15 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from hubtune.destinations import DestinationRefused, check_url
 from hubtune.ids import new_id
 from hubtune.lifecycle import TERMINAL, Status, add_event, transition
 from hubtune.models import ApiKey, Checkpoint, File, Job, JobEvent, now
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, PREPARE, TRAIN, ring
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
+from plugin.datasets import is_dataset_ref, parse_dataset_ref
+from plugin.errors import InvalidRepoId
 from server.errors import ApiError, bad_request, not_found
 from server.repo_ids import InvalidModelRef, check_model_ref, check_repo_id
 from server.schemas import CHECKPOINT_PREFIX, EVENT_PREFIX
@@ -117,6 +120,12 @@ def _find_nul(value: Any, path: str = "") -> str | None:
 
 
 def _check_file(session: Session, key: ApiKey, file_id: str, param: str) -> None:
+    if is_dataset_ref(file_id):  # a hub dataset file: checked here by form, pulled and pinned by prepare
+        try:
+            parse_dataset_ref(file_id)
+        except InvalidRepoId as exc:
+            raise bad_request(str(exc), param=param, code="invalid_dataset") from None
+        return
     row = session.get(File, file_id) if _clean_id(file_id) else None
     if row is None or row.deleted_at is not None or (row.owner != key.owner and not key.is_admin):
         raise bad_request(f"File '{file_id}' not found.", param=param, code="file_not_found")
@@ -144,6 +153,11 @@ def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Set
         except InvalidModelRef as exc:
             raise bad_request(str(exc), param="hub.repo_id", code="invalid_repo_id") from None
     _check_file(session, key, request.training_file, "training_file")
+    if request.webhook_url is not None:
+        try:
+            check_url(request.webhook_url, settings, resolve=False)
+        except DestinationRefused as exc:
+            raise bad_request(str(exc), param="webhook_url", code="invalid_webhook_url") from None
     if request.validation_file is not None:
         _check_file(session, key, request.validation_file, "validation_file")
 
@@ -160,6 +174,7 @@ def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Set
         suffix=request.suffix,
         seed=seed,
         spec=spec,
+        webhook_url=request.webhook_url,
         attempts=0,
         max_attempts=settings.max_attempts,
         lease_token=0,
@@ -223,6 +238,32 @@ def resume_job(session: Session, job: Job) -> None:
     session.refresh(job)
     if Status(job.status) not in (Status.QUEUED, Status.RUNNING):
         raise ApiError(409, f"Fine-tuning job {job.id} is changing state; try again.", code="conflict")
+
+
+def retry_publish(session: Session, job: Job) -> None:
+    """failed -> running at stage publishing, with the publish doorbell: pushes the kept artifact again."""
+    from pathlib import Path
+
+    from hubtune.lifecycle import Stage
+    from hubtune.queue import PUBLISH
+
+    status = Status(job.status)
+    if status != Status.FAILED:
+        raise bad_request(
+            f"Fine-tuning job {job.id} is {status.value}; only a job whose publishing failed can be published again.",
+            param="fine_tuning_job_id", code="invalid_state",
+        )
+    if not job.artifact_path or not Path(job.artifact_path).is_dir():
+        raise bad_request(
+            f"Fine-tuning job {job.id} has no trained artifact to publish (it failed before training finished).",
+            param="fine_tuning_job_id", code="no_artifact",
+        )
+    if transition(session, job.id, Status.RUNNING, expect=Status.FAILED, message="Publishing to the hub again",
+                  stage=Stage.PUBLISHING.value, error=None, finished_at=None, lease_owner=None,
+                  lease_expires_at=None):
+        ring(session, PUBLISH, job.id)
+        return
+    raise ApiError(409, f"Fine-tuning job {job.id} is changing state; try again.", code="conflict")
 
 
 # --- events and checkpoints -------------------------------------------------------------------------

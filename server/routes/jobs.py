@@ -73,6 +73,12 @@ def resume_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) ->
     return _change(session, key, fine_tuning_job_id, crud.resume_job)
 
 
+@router.post("/{fine_tuning_job_id}/publish", response_model=JobPublic)
+def publish_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
+    """Push a failed job's kept artifact to the hub again, without retraining."""
+    return _change(session, key, fine_tuning_job_id, crud.retry_publish)
+
+
 @router.get("/{fine_tuning_job_id}/events", response_model=EventList)
 def list_events(
     session: SessionDep, key: CurrentKey, fine_tuning_job_id: str, after: str | None = None, limit: Limit = 20
