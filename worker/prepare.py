@@ -129,6 +129,7 @@ def _pull_model(model_ref: str, hub) -> tuple[Path, str]:
     except HubError as exc:
         raise PrepareError(exc.code, f"could not download model {model_ref!r}: {exc}", "model")
     _check_safetensors(folder, model_ref)
+    _check_remote_code(folder, repo_id)
     return folder, sha
 
 
@@ -140,6 +141,20 @@ def _check_safetensors(folder: Path, model_ref: str) -> None:
     if pickles:
         raise PrepareError("unsafe_weights", f"model {model_ref!r} has no safetensors weights, only "
                            f"{', '.join(pickles[:3])}; hubtune loads safetensors only", "model")
+
+
+def _check_remote_code(folder: Path, repo_id: str) -> None:
+    """A model that needs its own Python code (config auto_map) runs only when the server allows its repo."""
+    import json
+
+    config = folder / "config.json"
+    try:
+        needs_code = bool(json.loads(config.read_text()).get("auto_map")) if config.is_file() else False
+    except (ValueError, OSError):
+        needs_code = False
+    if needs_code and not get_settings().trusts_remote_code(repo_id):
+        raise PrepareError("remote_code_not_allowed", f"model '{repo_id}' needs custom code (trust_remote_code), "
+                           "which this server allows only for the repos in HUBTUNE_TRUST_REMOTE_CODE_REPOS", "model")
 
 
 def _pull_datasets(hub, files: dict[str, tuple[str, Path | None]]) -> dict[str, Any]:
