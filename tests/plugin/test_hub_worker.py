@@ -181,3 +181,88 @@ def test_jobs_without_webhook_url_ring_nothing_and_refused_destinations_are_reco
         (note,) = s.execute(select(Notification).where(Notification.job_id == job["id"])).scalars()
         assert note.status == "failed" and "private or loopback" in note.last_error
         assert s.get(Job, job["id"]).status == "cancelled"
+
+
+EVALUATION = {
+    "split": {"name": "validation", "examples": 16}, "primary_metric": "macro_f1",
+    "base": {"macro_f1": 0.31, "accuracy": 0.5}, "tuned": {"macro_f1": 0.88, "accuracy": 0.9},
+    "majority_baseline": {"macro_f1": 0.33, "accuracy": 0.5}, "beat_baseline": True, "goal": None,
+}
+
+
+def _publishing_job(env, server, tmp_path, *, tuning: str, evaluation) -> str:
+    """A job whose training finished (artifact kept) and waits at stage publishing, as train leaves it."""
+    from hubtune.ids import new_id
+    from hubtune.models import JobEvent, now
+    from hubtune.spec import JobRequest
+
+    server.hub.create_repo("acme/base-model")
+    base = server.hub.commit("acme/base-model", files={"README.md": b"---\nlicense: mit\n---\n# base\n",
+                                                       "config.json": b"{}"}, message="init", branch="main")
+    artifact = tmp_path / f"artifact-{tuning}"
+    artifact.mkdir()
+    (artifact / "config.json").write_text("{}")
+    (artifact / "model.safetensors").write_bytes(b"w")
+    request = JobRequest(model="acme/base-model", training_file="file-x", task="sequence_classification",
+                         tuning={"type": tuning}, hub={"repo_id": f"acme/out-{tuning}", "branch": "release"})
+    job_id, t = new_id("ftjob"), now()
+    with env.session() as s:
+        s.add(Job(id=job_id, owner="o", status="running", stage="publishing", model=request.model,
+                  model_revision=base, training_file="file-x", seed=1, spec=request.model_dump(mode="json"),
+                  hyperparameters={"n_epochs": 1}, data_report={"examples": 16, "tokens": 300},
+                  result={"metrics": {"valid_loss": 0.4}, "steps": 4, "evaluation": evaluation},
+                  artifact_path=str(artifact), attempts=1, max_attempts=3, lease_token=5, created_at=t, updated_at=t))
+        s.flush()
+        for step, loss in enumerate([1.0, 0.8, 0.5, 0.3], start=1):
+            s.add(JobEvent(job_id=job_id, type="metrics", message=f"Step {step}", level="info", created_at=t,
+                           data={"step": step, "train_loss": loss}))
+        s.commit()
+    return job_id
+
+
+def test_full_fine_tune_card_carries_the_evaluation_and_the_license(world, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from worker.publish import run_publish
+
+    env, server = world
+    env.client.post("/v1/hub/credentials", headers=auth(key := env.key()), json={"token": OWNER_TOKEN})
+    job_id = _publishing_job(env, server, tmp_path, tuning="full", evaluation=EVALUATION)
+    with env.session() as s:
+        s.get(Job, job_id).owner = _owner(env, key)
+        s.commit()
+    run_publish(job_id)
+    with env.session() as s:
+        job = s.get(Job, job_id)
+        assert job.status == "succeeded", job.error
+        repo_id, commit = job.fine_tuned_model.split("@")
+    assert repo_id == "acme/out-full" and server.hub.resolve(repo_id, revision="release") == commit
+    files = server.hub.snapshot(repo_id, revision=commit)
+    card = ModelCard.load(files / "README.md")
+    meta = card.data.to_dict()
+    assert "base_model_relation" not in meta and meta["library_name"] == "transformers"
+    assert meta["license"] == "mit" and meta["base_model"] == "acme/base-model"
+    metrics = meta["model-index"][0]["results"][0]["metrics"]
+    by_name = {m["name"]: m["value"] for m in metrics}
+    assert by_name["macro_f1"] == 0.88 and by_name["macro_f1 (base model)"] == 0.31
+    assert by_name["macro_f1 (majority-class baseline)"] == 0.33
+    assert "AutoModelForSequenceClassification" in card.text and "beats the baseline" in card.text
+    assert (files / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_card_without_an_evaluation_still_publishes(world, tmp_path):
+    from worker.publish import run_publish
+
+    env, server = world
+    env.client.post("/v1/hub/credentials", headers=auth(key := env.key()), json={"token": OWNER_TOKEN})
+    job_id = _publishing_job(env, server, tmp_path, tuning="adapter", evaluation=None)
+    with env.session() as s:
+        s.get(Job, job_id).owner = _owner(env, key)
+        s.commit()
+    run_publish(job_id)
+    with env.session() as s:
+        job = s.get(Job, job_id)
+        assert job.status == "succeeded", job.error
+        repo_id, commit = job.fine_tuned_model.split("@")
+    text = (server.hub.snapshot(repo_id, revision=commit) / "README.md").read_text()
+    assert "base_model_relation: adapter" in text and "load_for_inference" in text
