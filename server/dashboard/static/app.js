@@ -409,8 +409,11 @@ function jobView(jobId) {
     try {
       job = await api(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}`);
     } catch (err) {
-      if (err.status === 404) setMain(h("h1", { text: "Job not found" }), h("p", { class: "notice", text: `No job ${jobId} is visible to you.` }));
-      throw err;
+      if (err.status !== 404) throw err;
+      state.gen++;  // nothing more to poll
+      setMain(h("h1", { text: "Job not found" }), h("p", { class: "notice", text: `No job ${jobId} is visible to you.` }),
+        h("p", {}, h("a", { href: "#/jobs", text: "← all jobs" })));
+      return;
     }
     for (const e of await allEvents(jobId, known)) known.set(e.id, e);
     const events = [...known.values()].sort((a, b) => eventNumber(a) - eventNumber(b));
@@ -422,13 +425,14 @@ function jobView(jobId) {
     const series = [{ name: "train_loss", points: c.train }];
     if (c.evalLoss.length) series.push({ name: "eval loss", points: c.evalLoss });
     const otherNames = Object.keys(c.other);
-    charts.replaceChildren(h("h2", { text: "Loss" }), charts_legend(series), window.charts.lineChart(series, { id: "loss-chart" }),
+    const width = Math.max(360, Math.round(charts.clientWidth - 34));  // drawn at the card's size: text stays legible
+    charts.replaceChildren(h("h2", { text: "Loss" }), charts_legend(series), window.charts.lineChart(series, { id: "loss-chart", width }),
       otherNames.length ? h("h2", { text: "Evaluation" }) : null,
       otherNames.length ? charts_legend(otherNames.map((n) => ({ name: n }))) : null,
-      otherNames.length ? window.charts.lineChart(otherNames.slice(0, 3).map((n) => ({ name: n, points: c.other[n] })), { id: "eval-chart", height: 200 }) : null);
+      otherNames.length ? window.charts.lineChart(otherNames.slice(0, 3).map((n) => ({ name: n, points: c.other[n] })), { id: "eval-chart", height: 200, width }) : null);
     const stick = log.scrollTop === 0;
     log.replaceChildren(...newest.slice(0, 500).map((e) => h("div", { class: `lvl-${e.level} ${e.type}` },
-      `${new Date(e.created_at * 1000).toLocaleTimeString()}  ${e.message}`)));
+      `${new Date(e.created_at * 1000).toLocaleTimeString()}  ${e.message}${metricsText(e)}`)));
     if (stick) log.scrollTop = 0;
     if (lastStatus !== job.status || LIVE.has(job.status)) {
       const error = job.error ? h("div", { class: "card", id: "job-error" }, h("h2", { text: "Error" }), kv(job.error)) : null;
@@ -441,6 +445,12 @@ function jobView(jobId) {
     lastStatus = job.status;
   };
   return poll(refresh);
+}
+
+function metricsText(e) {
+  if (e.type !== "metrics" || !e.data) return "";
+  return Object.entries(e.data).filter(([k, v]) => /loss|accuracy|f1/.test(k) && typeof v === "number")
+    .map(([k, v]) => `  ${k} ${v.toFixed(4)}`).join("");
 }
 
 function charts_legend(series) {
@@ -486,7 +496,7 @@ function queuesView() {
     queueBody.replaceChildren(...q.data.map((x) => h("tr", { "data-queue": x.name },
       h("td", { class: "mono", text: x.name }), h("td", { class: "num", text: x.waiting }), h("td", { class: "num", text: x.running }),
       h("td", { class: "num", text: x.paused }), h("td", { class: "num", title: (x.workers || []).join("\n"), text: x.worker_count }))));
-    chart.replaceChildren(window.charts.hourBars(q.finished_per_hour));
+    chart.replaceChildren(window.charts.hourBars(q.finished_per_hour, { width: Math.max(360, Math.round(chart.clientWidth)) }));
     if (!state.session.is_admin) {
       workers.replaceChildren(h("p", { class: "notice", text: `${q.workers_online} worker(s) online. Details are shown to admins.` }));
       return;

@@ -42,9 +42,12 @@ function lineChart(series, { width = 640, height = 260, xLabel = "step", id } = 
     svg.appendChild(svgEl("line", { class: "grid", x1: pad.l, x2: width - pad.r, y1: sy(y), y2: sy(y) }));
     svg.appendChild(svgEl("text", { x: pad.l - 6, y: sy(y) + 4, "text-anchor": "end" }, niceNumber(y)));
   }
-  for (let i = 0; i <= 4; i++) {
-    const x = x0 + ((x1 - x0) * i) / 4;
-    svg.appendChild(svgEl("text", { x: sx(x), y: height - pad.b + 16, "text-anchor": "middle" }, String(Math.round(x))));
+  // Whole-number step ticks, each drawn where that step really is.
+  const ticks = new Set();
+  for (let i = 0; i <= 4; i++) ticks.add(Math.round(x0 + ((x1 - x0) * i) / 4));
+  for (const x of ticks) {
+    if (x < x0 || x > x1) continue;
+    svg.appendChild(svgEl("text", { x: sx(x), y: height - pad.b + 16, "text-anchor": "middle" }, String(x)));
   }
   svg.appendChild(svgEl("line", { class: "axis", x1: pad.l, x2: pad.l, y1: pad.t, y2: height - pad.b }));
   svg.appendChild(svgEl("line", { class: "axis", x1: pad.l, x2: width - pad.r, y1: height - pad.b, y2: height - pad.b }));
