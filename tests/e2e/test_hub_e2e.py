@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import openai
@@ -146,7 +147,10 @@ def test_publish_retries_through_two_500s(env):
 def test_403_fails_clearly_keeps_the_artifact_and_publish_succeeds_once_allowed(env):
     hub, client = env["hub"], env["stack"].client(env["key"])
     hub.forbid("alice/locked")
-    job = _job(env, training_file=_small_file(env, "locked"), hub={"repo_id": "alice/locked"})
+    receiver = env["receiver"]
+    seen = len(receiver.received)
+    job = _job(env, training_file=_small_file(env, "locked"), hub={"repo_id": "alice/locked"},
+               webhook_url=receiver.url)
     assert job["status"] == "failed", env["stack"].logs()
     assert job["error"]["code"] == "hub_auth_error", job["error"]
     assert "403" in job["error"]["message"] and "alice/locked" in job["error"]["message"]
@@ -166,3 +170,30 @@ def test_403_fails_clearly_keeps_the_artifact_and_publish_succeeds_once_allowed(
     assert job["fine_tuned_model"].startswith("alice/locked@") and job["error"] is None
     assert (Path(artifact) / "adapter_model.safetensors").is_file()
     engine.dispose()
+    # One notice when it failed, one when the re-publish succeeded; the hub token is in no log.
+    verifier = openai.OpenAI(api_key="unused", webhook_secret=WHSEC).webhooks
+    deadline = time.monotonic() + 30
+    while len(receiver.received) < seen + 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    types = [verifier.unwrap(b.decode(), h).type for b, h in receiver.received[seen:]]
+    assert types == ["fine_tuning.job.failed", "fine_tuning.job.succeeded"]
+    assert HUB_TOKEN not in env["stack"].logs()
+
+
+def test_checkpoints_go_to_their_branch_and_lora_is_merged_beside_the_adapter(env):
+    hub = env["hub"]
+    job = _job(env, training_file=_small_file(env, "options"),
+               hub={"repo_id": "alice/options", "branch": "release", "private": True, "push_checkpoints": True,
+                    "checkpoint_branch": "ckpts", "merge": True})
+    assert job["status"] == "succeeded", (job["error"], env["stack"].logs())
+    repo_id, commit = job["fine_tuned_model"].split("@")
+    assert hub.hub.resolve(repo_id, revision="release") == commit
+    assert hub.hub.repo_info(repo_id).get("private") is True
+    files = set(hub.hub.tree(repo_id, revision=commit))
+    assert {"adapter_model.safetensors", "merged/config.json", "merged/model.safetensors"} <= files
+    deadline = time.monotonic() + 60
+    while "ckpts" not in hub.hub.branches(repo_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    pushed = set(hub.hub.tree(repo_id, revision="ckpts"))
+    assert any(p.startswith("checkpoint-") and p.endswith("adapter_model.safetensors") for p in pushed), pushed
+    assert not any(p.endswith(("optimizer.pt", "scheduler.pt")) for p in pushed), pushed
