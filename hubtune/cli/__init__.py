@@ -19,7 +19,7 @@ def _data_dir(value: str | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hubtune.cli import admin, demo, embedded, services
+    from hubtune.cli import admin, demo, embedded, services, user
 
     parser = argparse.ArgumentParser(prog="hubtune", description="Self-hosted fine-tuning for Hugging Face models.")
     parser.add_argument("--data-dir", help="where the embedded database, queue, storage and hub live")
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     services.add_commands(sub)
     admin.add_commands(sub)
     demo.add_commands(sub)
+    user.add_commands(sub)
     return parser
 
 
