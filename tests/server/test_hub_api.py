@@ -5,6 +5,9 @@ destinations are checked."""
 from __future__ import annotations
 
 import json
+import secrets
+
+import pytest
 
 from sqlalchemy import select
 
@@ -15,7 +18,7 @@ SECRET = "hook-secret"
 SHA1, SHA2 = "1" * 40, "2" * 40
 
 
-def _delivery(repo="acme/tickets", head=SHA1, old=None, scope="repo.content", repo_type="dataset"):
+def _delivery(repo, head=SHA1, old=None, scope="repo.content", repo_type="dataset"):
     return {
         "event": {"action": "update", "scope": scope},
         "repo": {"type": repo_type, "name": repo, "id": "abc", "private": True, "headSha": head},
@@ -37,12 +40,18 @@ def _jobs(env, key) -> list[Job]:
         return list(s.execute(select(Job).where(Job.owner == owner)).scalars())
 
 
-def _trigger(env, key, **job):
-    body = {"repo_id": "acme/tickets", "job": {"model": "tiny/bert",
-                                                "training_file": "hf://datasets/acme/tickets/train.jsonl", **job}}
+def _trigger(env, key, repo, **job):
+    body = {"repo_id": repo, "job": {"model": "tiny/bert", "training_file": f"hf://datasets/{repo}/train.jsonl", **job}}
     r = env.client.post("/v1/hub/triggers", headers=auth(key), json=body)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+@pytest.fixture
+def repo() -> str:
+    """A dataset repo name of this test only: triggers match any owner's deliveries, and the databases
+    are shared by the whole test session."""
+    return f"acme/tickets-{secrets.token_hex(4)}"
 
 
 def test_credentials_are_never_returned_and_are_encrypted_at_rest(env):
@@ -66,33 +75,33 @@ def test_credentials_are_never_returned_and_are_encrypted_at_rest(env):
     assert env.client.get("/v1/hub/credentials", headers=auth(key)).json()["data"] == []
 
 
-def test_webhook_creates_a_job_pinned_to_head_sha_once(env_factory):
+def test_webhook_creates_a_job_pinned_to_head_sha_once(env_factory, repo):
     env = env_factory(hub_webhook_secret=SECRET)
     key = env.key()
-    trigger = _trigger(env, key, validation_file=None)
+    trigger = _trigger(env, key, repo, validation_file=None)
     assert [t["id"] for t in env.client.get("/v1/hub/triggers", headers=auth(key)).json()["data"]] == [trigger["id"]]
 
-    first = _post_hook(env, _delivery(head=SHA1))
+    first = _post_hook(env, _delivery(repo, head=SHA1))
     assert first.status_code == 200, first.text
     (job_id,) = first.json()["jobs"]
     job = env.client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth(key)).json()
-    assert job["training_file"] == f"hf://datasets/acme/tickets@{SHA1}/train.jsonl"
+    assert job["training_file"] == f"hf://datasets/{repo}@{SHA1}/train.jsonl"
     assert job["status"] == "validating_files" and job["model"] == "tiny/bert"
 
-    again = _post_hook(env, _delivery(head=SHA1))
+    again = _post_hook(env, _delivery(repo, head=SHA1))
     assert again.status_code == 200 and again.json()["jobs"] == []
     assert "already handled" in again.json()["skipped"][trigger["id"]]
     assert len(_jobs(env, key)) == 1
 
-    newer = _post_hook(env, _delivery(head=SHA2, old=SHA1))
+    newer = _post_hook(env, _delivery(repo, head=SHA2, old=SHA1))
     assert len(newer.json()["jobs"]) == 1 and len(_jobs(env, key)) == 2
 
 
-def test_wrong_or_missing_secret_is_401_and_creates_nothing(env_factory):
+def test_wrong_or_missing_secret_is_401_and_creates_nothing(env_factory, repo):
     env = env_factory(hub_webhook_secret=SECRET)
-    _trigger(env, key := env.key())
-    assert_error(_post_hook(env, _delivery(), secret="wrong"), 401)
-    assert_error(env.client.post("/v1/hub/webhooks", json=_delivery()), 401)
+    _trigger(env, key := env.key(), repo)
+    assert_error(_post_hook(env, _delivery(repo), secret="wrong"), 401)
+    assert_error(env.client.post("/v1/hub/webhooks", json=_delivery(repo)), 401)
     assert _jobs(env, key) == []
     with env.session() as s:
         from hubtune.models import Trigger
@@ -101,18 +110,18 @@ def test_wrong_or_missing_secret_is_401_and_creates_nothing(env_factory):
         assert s.execute(select(HubDelivery).where(HubDelivery.trigger_id.in_(mine))).first() is None
 
 
-def test_unconfigured_secret_refuses_every_delivery(env):
-    _trigger(env, key := env.key())
-    assert_error(_post_hook(env, _delivery()), 401)
+def test_unconfigured_secret_refuses_every_delivery(env, repo):
+    _trigger(env, key := env.key(), repo)
+    assert_error(_post_hook(env, _delivery(repo)), 401)
     assert _jobs(env, key) == []
 
 
-def test_other_repos_and_events_start_nothing(env_factory):
+def test_other_repos_and_events_start_nothing(env_factory, repo):
     env = env_factory(hub_webhook_secret=SECRET)
-    _trigger(env, key := env.key())
-    assert _post_hook(env, _delivery(repo="acme/other")).json()["jobs"] == []
-    assert _post_hook(env, _delivery(scope="discussion")).json()["jobs"] == []
-    assert _post_hook(env, _delivery(repo_type="model")).json()["jobs"] == []
+    _trigger(env, key := env.key(), repo)
+    assert _post_hook(env, _delivery("acme/other")).json()["jobs"] == []
+    assert _post_hook(env, _delivery(repo, scope="discussion")).json()["jobs"] == []
+    assert _post_hook(env, _delivery(repo, repo_type="model")).json()["jobs"] == []
     assert_error(_post_hook(env, {"repo": {}}), 400, code="invalid_webhook")
     assert _jobs(env, key) == []
 
@@ -184,3 +193,28 @@ def _owner(env, key) -> str:
 
     with env.session() as s:
         return lookup_key(s, key).owner
+
+
+def test_path_pattern_starts_jobs_only_for_matching_changes(env_factory, tmp_path, repo):
+    from plugin import LocalHub
+
+    env = env_factory(hub_webhook_secret=SECRET, hub_backend="local", hub_dir=tmp_path / "hub")
+    hub = LocalHub(tmp_path / "hub")
+    hub.create_repo(repo, repo_type="dataset")
+    c1 = hub.commit(repo, files={"data/train.jsonl": b"{}\n", "README.md": b"a"}, message="1",
+                    branch="main", repo_type="dataset")
+    c2 = hub.commit(repo, files={"README.md": b"b"}, message="docs only", branch="main", repo_type="dataset")
+    c3 = hub.commit(repo, files={"data/train.jsonl": b"{}\n{}\n"}, message="data", branch="main",
+                    repo_type="dataset")
+    key = env.key()
+    body = {"repo_id": repo, "path_pattern": "data/*.jsonl",
+            "job": {"model": "tiny/bert", "training_file": f"hf://datasets/{repo}/data/train.jsonl"}}
+    trigger = env.client.post("/v1/hub/triggers", headers=auth(key), json=body).json()
+    docs = _post_hook(env, _delivery(repo, head=c2, old=c1))
+    assert docs.json()["jobs"] == [] and "no changed file matches" in docs.json()["skipped"][trigger["id"]]
+    data = _post_hook(env, _delivery(repo, head=c3, old=c2))
+    (job_id,) = data.json()["jobs"]
+    job = env.client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth(key)).json()
+    assert job["training_file"] == f"hf://datasets/{repo}@{c3}/data/train.jsonl"
+    assert env.client.delete(f"/v1/hub/triggers/{trigger['id']}", headers=auth(key)).json()["deleted"]
+    assert _post_hook(env, _delivery(repo, head="3" * 40, old=c3)).json()["jobs"] == []
