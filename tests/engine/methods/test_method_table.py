@@ -17,21 +17,20 @@ from worker.engine.methods.adapter import CONFIG_FILE, WEIGHTS_FILE
 from worker.engine.trainer import TrainPlan, load_for_inference, reference_outputs, train
 
 CLS, LM = "sequence_classification", "causal_lm"
-N_EXAMPLES, BATCH, EPOCHS = 16, 8, 4  # 2 steps an epoch, 8 in all
+N_EXAMPLES, BATCH, EPOCHS = 16, 8, 2  # 2 steps an epoch, 4 in all
 
-# (case id, tuning, learning rate, tasks)
+# (case id, tuning, learning rate, tasks): every method on at least one task; the built-in ones on both.
 CASES = [
     ("lora", Tuning(r=4, alpha=8, dropout=0.0), 1e-2, (CLS, LM)),
-    ("lora-dora-rslora", Tuning(r=4, alpha=8, dropout=0.0, use_dora=True, use_rslora=True), 1e-2, (CLS, LM)),
+    ("lora-dora-rslora", Tuning(r=4, alpha=8, dropout=0.0, use_dora=True, use_rslora=True), 1e-2, (CLS,)),
     ("adapter", Tuning(type="adapter", bottleneck_size=8), 1e-2, (CLS, LM)),
-    ("adapter-reduction", Tuning(type="adapter", reduction_factor=4, non_linearity="relu"), 1e-2, (CLS,)),
     ("full", Tuning(type="full"), 1e-3, (CLS, LM)),
-    ("ia3", Tuning(type="ia3"), 3e-2, (CLS, LM)),
-    ("loha", Tuning(type="loha", options={"r": 4, "alpha": 8}), 1e-2, (CLS, LM)),
-    ("lokr", Tuning(type="lokr", options={"r": 4, "alpha": 8}), 1e-2, (CLS, LM)),
-    ("vera", Tuning(type="vera", options={"r": 16}), 3e-2, (CLS, LM)),
-    ("oft", Tuning(type="oft", options={"r": 0, "oft_block_size": 8}), 1e-2, (CLS, LM)),
-    ("fourierft", Tuning(type="fourierft", options={"n_frequency": 32, "scaling": 100.0}), 1e-2, (CLS, LM)),
+    ("ia3", Tuning(type="ia3"), 3e-2, (LM,)),
+    ("loha", Tuning(type="loha", options={"r": 4, "alpha": 8}), 2e-2, (CLS,)),
+    ("lokr", Tuning(type="lokr", options={"r": 4, "alpha": 8}), 2e-2, (LM,)),
+    ("vera", Tuning(type="vera", options={"r": 16}), 5e-2, (CLS,)),
+    ("oft", Tuning(type="oft", options={"r": 0, "oft_block_size": 8}), 1e-2, (LM,)),
+    ("fourierft", Tuning(type="fourierft", options={"n_frequency": 32, "scaling": 100.0}), 2e-2, (CLS,)),
 ]
 RUNS = [pytest.param(case, task, id=f"{case[0]}-{'cls' if task == CLS else 'lm'}") for case in CASES for task in case[3]]
 TABLE: list[dict] = []
@@ -47,7 +46,8 @@ def data(tmp_path_factory):
 
 
 def make_plan(tmp: Path, *, task: str, model_dir: Path, train_file: Path, tuning: Tuning, lr: float) -> TrainPlan:
-    training = Training(learning_rate=lr, logging_steps=1, validation_split=0.0)
+    # No held-out split, and no checkpoint or evaluation before the end: this is about the method.
+    training = Training(learning_rate=lr, logging_steps=1, validation_split=0.0, save_steps=1000, eval_steps=1000)
     hp = resolve_hyperparameters(
         n_examples=N_EXAMPLES, task=task, tuning_type="lora",  # the rate is given: only its rules matter
         requested=Hyperparameters(n_epochs=EPOCHS, batch_size=BATCH), training=training,
@@ -119,27 +119,30 @@ def test_method_trains_and_reloads(case, task, tmp_path, tiny_bert, tiny_llama, 
     expected_trainable(case_id, trainable_names(built), all_names, task)
     assert sum(p.numel() for p in built.parameters() if p.requires_grad) == result.trainable_params
 
+    if tuning.type == "adapter":
+        check_adapter_artifact(plan.output_dir, task=task, trainable=result.trainable_params)
+    if tuning.type == "full":
+        assert (plan.output_dir / "model.safetensors").is_file()
+
     TABLE.append({
         "method": case_id, "task": task, "trainable": result.trainable_params, "total": result.total_params,
         "loss_first": round(first, 4), "loss_last": round(last, 4),
     })
 
 
-def test_adapter_artifact_files(tmp_path, tiny_bert, data):
+def check_adapter_artifact(out: Path, *, task: str, trainable: int) -> None:
     from safetensors.torch import load_file
 
-    tuning = Tuning(type="adapter", bottleneck_size=4)
-    plan = make_plan(tmp_path, task=CLS, model_dir=tiny_bert, train_file=data[CLS], tuning=tuning, lr=1e-2)
-    result = train(plan, RecordingHooks())
-    config = json.loads((plan.output_dir / CONFIG_FILE).read_text())
-    assert config["bottleneck_size"] == 4 and config["non_linearity"] == "gelu"
-    assert config["positions"] == ["attention", "ffn"] and config["base_model_type"] == "bert"
-    assert config["modules_to_save"] == ["classifier"] and config["num_layers"] == 2
-    tensors = load_file(str(plan.output_dir / WEIGHTS_FILE))
-    # Adapter and head weights only: 2 layers x 2 positions x (down, up) x (weight, bias) + head.
-    assert len(tensors) == 2 * 2 * 2 * 2 + 2
-    assert sum(t.numel() for t in tensors.values()) == result.trainable_params
-    assert not (plan.output_dir / "model.safetensors").exists()
+    config = json.loads((out / CONFIG_FILE).read_text())
+    assert config["bottleneck_size"] == 8 and config["non_linearity"] == "gelu"
+    assert config["positions"] == ["attention", "ffn"] and config["num_layers"] == 2
+    assert config["base_model_type"] == ("bert" if task == CLS else "llama")
+    assert config["modules_to_save"] == (["classifier"] if task == CLS else [])
+    tensors = load_file(str(out / WEIGHTS_FILE))
+    # Adapter (and head) weights only: 2 layers x 2 positions x (down, up) x (weight, bias) [+ head].
+    assert len(tensors) == 2 * 2 * 2 * 2 + (2 if task == CLS else 0)
+    assert sum(t.numel() for t in tensors.values()) == trainable
+    assert not (out / "model.safetensors").exists()
 
 
 def test_print_table():

@@ -91,7 +91,7 @@ def _adapter_hook(adapter: BottleneckAdapter):
 
 def _find_layout(model: nn.Module) -> tuple[Layout, nn.ModuleList]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    candidates = [LAYOUTS[model_type]] if model_type in LAYOUTS else list(dict.fromkeys(LAYOUTS.values()))
+    candidates = [LAYOUTS[model_type]] if model_type in LAYOUTS else list({layout.family: layout for layout in LAYOUTS.values()}.values())
     for layout in candidates:
         for module in model.modules():
             if isinstance(module, nn.ModuleList) and len(module) and all(
