@@ -109,6 +109,10 @@ class JobHooks:
 
         self._guard(write)
 
+    def on_evaluation(self, *, stage: str, message: str, data: dict[str, Any]) -> None:
+        # stage "baseline" (before the first step) or "final" (after training): a message event.
+        self._guard(self.lease.write, message, data={"stage": stage, **data})
+
     def should_stop(self) -> bool:
         return not self.lease.still_ours()
 

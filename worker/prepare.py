@@ -83,7 +83,9 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     from transformers import AutoTokenizer
 
     from worker.engine.data import check_validation, data_report, load_examples
+    from worker.engine.evaluate import split_record
     from worker.engine.hparams import resolve_hyperparameters
+    from worker.engine.sampling import check_training_options
 
     for param, (file_id, path) in files.items():
         if path is None:
@@ -93,11 +95,16 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
         valid = load_examples(files["validation_file"][1], task=train.task, param="validation_file")
         check_validation(train, valid)
     _check_method(request, task=train.task)
+    check_training_options(request.training, task=train.task, labels=train.labels)
     model_dir, revision = _pull_model(request.model, hub)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     report = data_report(train, tokenizer=tokenizer, max_seq_length=request.training.max_seq_length)
+    # Without a validation file the trainer evaluates on a seeded held-out split: record which lines.
+    split = split_record(train, None if "validation_file" not in files else train,
+                         fraction=request.training.validation_split, seed=request.seed or 0)
+    report["evaluation_split"] = split
     hyper = resolve_hyperparameters(
-        n_examples=len(train.rows), task=train.task, tuning_type=request.tuning.type,
+        n_examples=len(train.rows) - (split["examples"] if split["source"] == "held_out" else 0), task=train.task, tuning_type=request.tuning.type,
         requested=request.effective_hyperparameters(), training=request.training,
     )
     spec = request.model_dump(mode="json")

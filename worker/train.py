@@ -85,6 +85,9 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
     summary = {
         "metrics": result.metrics, "steps": result.steps, "reference": result.reference,
         "trainable_params": result.trainable_params, "total_params": result.total_params,
+        # Base vs tuned (and the majority class) on the validation split; the model card renders it.
+        "evaluation": result.evaluation,
+        "world_size": result.data.get("world_size", 1),
     }
     with session_scope() as session:
         hand_over(

@@ -46,9 +46,15 @@ def test_batch_size_is_a_power_of_two():
 
 
 def test_unknown_inputs_raise():
-    with pytest.raises(ValueError, match="unknown tuning type 'qlora'"):
-        resolve(10, tuning_type="qlora")
     with pytest.raises(ValueError, match="unknown task"):
         resolve(10, task="translation")
     with pytest.raises(ValueError):
         resolve(0)
+
+
+def test_base_rate_per_method():
+    assert resolve(10, tuning_type="lora")["learning_rate"] == 2e-4
+    assert resolve(10, tuning_type="qlora")["learning_rate"] == 2e-4
+    assert resolve(10, tuning_type="adapter")["learning_rate"] == 1e-3
+    assert resolve(10, tuning_type="full")["learning_rate"] == 2e-5
+    assert resolve(10, tuning_type="ia3")["learning_rate"] == 2e-4  # any other peft method

@@ -171,3 +171,21 @@ def summary(metrics: dict) -> str:
     """'macro_f1 0.812, accuracy 0.900, valid_loss 0.311' for event messages."""
     keys = [k for k in ("macro_f1", "accuracy", "valid_loss", "perplexity") if k in metrics]
     return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys)
+
+
+MAX_RECORDED_LINES = 1000
+
+
+def split_record(train: Examples, valid: Examples | None, *, fraction: float, seed: int) -> dict:
+    """The split a job will be evaluated on, for events and the data report: source, examples,
+    fraction and (held out) the first MAX_RECORDED_LINES training-file lines held out."""
+    _, _, split = split_for_evaluation(train, valid, fraction=fraction, seed=seed)
+    return compact_split(split)
+
+
+def compact_split(split: dict) -> dict:
+    out = {k: split[k] for k in ("source", "examples", "fraction")}
+    if "lines" in split:
+        out["lines"] = split["lines"][:MAX_RECORDED_LINES]
+        out["lines_truncated"] = len(split["lines"]) > MAX_RECORDED_LINES
+    return out

@@ -6,8 +6,11 @@ import math
 
 from hubtune.spec import Hyperparameters, Training
 
-# Base learning rates per tuning method, before learning_rate_multiplier.
-BASE_LEARNING_RATES = {"lora": 2e-4}
+# Base learning rates per tuning method, before learning_rate_multiplier: the usual starting points
+# (LoRA/QLoRA 2e-4 as in the QLoRA paper; bottleneck adapters 1e-3 as in Houlsby et al.; every weight
+# 2e-5, the BERT fine-tuning range). Any other peft method starts from OTHER_PEFT_LEARNING_RATE.
+BASE_LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "adapter": 1e-3, "full": 2e-5}
+OTHER_PEFT_LEARNING_RATE = 2e-4
 
 DEFAULT_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 100  # tiny sets get more epochs, so that about this many examples are seen
@@ -44,14 +47,14 @@ def resolve_hyperparameters(
       E.g. 7 examples -> 1, 40 -> 4, 100 -> 8, 1,000 -> 16.
     - ``learning_rate_multiplier``: 1.0.
     - ``learning_rate`` (always derived): (``training.learning_rate`` if set, else the method's base
-      rate: LoRA 2e-4) x ``learning_rate_multiplier``.
+      rate: lora/qlora 2e-4, adapter 1e-3, full 2e-5, any other peft method 2e-4)
+      x ``learning_rate_multiplier``.
 
-    ``task`` is accepted so that rules may differ per task; they do not at present.
-    Raises ValueError for an unknown ``tuning_type``, a task that is not known, or n_examples < 1.
+    ``n_examples`` is what trains: prepare passes the training file's size less the held-out split.
+    ``task`` is accepted so that rules may differ per task; they do not at present. Whether a tuning
+    type exists is the method registry's question (worker.engine.methods), not this one's.
+    Raises ValueError for a task that is not known, or n_examples < 1.
     """
-    if tuning_type not in BASE_LEARNING_RATES:
-        known = ", ".join(sorted(BASE_LEARNING_RATES))
-        raise ValueError(f"unknown tuning type {tuning_type!r}; known: {known}")
     if task not in ("sequence_classification", "causal_lm"):
         raise ValueError(f"unknown task {task!r}")
     if n_examples < 1:
@@ -60,7 +63,8 @@ def resolve_hyperparameters(
     n_epochs = auto_epochs(n_examples) if requested.n_epochs == "auto" else int(requested.n_epochs)
     batch_size = auto_batch_size(n_examples) if requested.batch_size == "auto" else int(requested.batch_size)
     multiplier = 1.0 if requested.learning_rate_multiplier == "auto" else float(requested.learning_rate_multiplier)
-    base = training.learning_rate if training.learning_rate is not None else BASE_LEARNING_RATES[tuning_type]
+    method_rate = BASE_LEARNING_RATES.get(tuning_type, OTHER_PEFT_LEARNING_RATE)
+    base = training.learning_rate if training.learning_rate is not None else method_rate
     return {
         "n_epochs": n_epochs,
         "batch_size": batch_size,

@@ -29,6 +29,7 @@ from worker.engine.data import (
 from worker.engine.datasets import PadCollator, build_dataset, encode_causal_text, probe_input
 from worker.engine.evaluate import (
     PRIMARY_METRIC,
+    compact_split,
     evaluate_model,
     evaluation_record,
     majority_baseline,
@@ -367,7 +368,7 @@ def _training_arguments(plan: TrainPlan, *, has_eval: bool):
     warmup = training.warmup_steps if training.warmup_steps is not None else training.warmup_ratio
     extra: dict[str, Any] = {}
     if _world_size() > 1 and not torch.cuda.is_available():
-        extra["ddp_backend"] = "gloo"
+        extra.update(use_cpu=True, ddp_backend="gloo")  # accelerate runs multi-CPU DDP only when told "cpu"
     if training.gradient_checkpointing:
         extra["activation_checkpointing"] = True
         extra["activation_checkpointing_kwargs"] = {"use_reentrant": False}
@@ -533,7 +534,7 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
         if majority is not None:
             text += f"; majority class: {summary(majority)}"
         _report(hooks, stage="baseline", message=text,
-                data={"split": split, "primary_metric": PRIMARY_METRIC[plan.task], "base": base,
+                data={"split": compact_split(split), "primary_metric": PRIMARY_METRIC[plan.task], "base": base,
                       "majority_baseline": majority})
 
     state_box: dict[str, Any] = {"stopped": False}
@@ -588,7 +589,7 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
         "train_tokens": train_ds.tokens,
         "valid_examples": len(eval_ds) if eval_ds is not None and split["source"] != "training_file" else 0,
         "eval_examples": len(eval_ds) if eval_ds is not None else 0,
-        "split": split,
+        "split": compact_split(split),
         "fed_positions": trainer.fed_positions,
         "world_size": world,
         "early_stopped_at": state_box.get("early_stopped_at"),
