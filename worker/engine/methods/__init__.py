@@ -16,8 +16,6 @@ class TuningMethod(Protocol):
     """One way of tuning a model. The trainer only talks to methods through this interface."""
 
     name: str
-    # The learning rate "auto" hyperparameters start from for this method.
-    default_learning_rate: float
 
     def check(self, tuning, *, task: str, device: str) -> None:
         """Refuse what cannot run, before any weight is loaded (raise MethodError naming the field)."""

@@ -171,7 +171,6 @@ def _saved_keys(model: nn.Module, heads: list[str]) -> list[str]:
 @register
 class Adapter:
     name = "adapter"
-    default_learning_rate = 1e-4  # Houlsby et al. swept 3e-5..3e-3; adapters need more than full tuning
 
     def check(self, tuning, *, task: str, device: str) -> None:
         if tuning.target_modules != "auto":

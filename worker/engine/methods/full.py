@@ -12,7 +12,6 @@ from worker.engine.methods import MethodError, register
 @register
 class Full:
     name = "full"
-    default_learning_rate = 2e-5
 
     def check(self, tuning, *, task: str, device: str) -> None:
         if tuning.target_modules != "auto":

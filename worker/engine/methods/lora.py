@@ -77,7 +77,6 @@ def classification_heads(model: nn.Module) -> list[str]:
 @register
 class Lora:
     name = "lora"
-    default_learning_rate = 2e-4
 
     def check(self, tuning, *, task: str, device: str) -> None:
         return None

@@ -31,8 +31,6 @@ INTERNAL_FIELDS = {
     "peft_type", "task_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
     "inference_mode",
 }
-# A starting learning rate per method (their papers' and peft examples' order of magnitude).
-DEFAULT_LEARNING_RATES = {"ia3": 3e-3, "vera": 1e-3, "fourierft": 1e-3, "oft": 1e-4, "boft": 1e-4}
 # Methods whose target_modules are not Linear projections: peft's own defaults pick them.
 OWN_TARGETS = {"ln_tuning", "trainable_tokens"}
 
@@ -69,7 +67,6 @@ class PeftMethod:
     def __init__(self, name: str, config_class: type) -> None:
         self.name = name
         self.config_class = config_class
-        self.default_learning_rate = DEFAULT_LEARNING_RATES.get(name, 2e-4)
 
     def option_names(self) -> list[str]:
         return sorted(f.name for f in dataclasses.fields(self.config_class) if f.name not in INTERNAL_FIELDS)

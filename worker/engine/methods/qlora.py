@@ -23,7 +23,6 @@ def _cuda_available() -> bool:
 @register
 class QLora:
     name = "qlora"
-    default_learning_rate = 2e-4
 
     def check(self, tuning, *, task: str, device: str) -> None:
         if device != "cuda" or not _cuda_available():
