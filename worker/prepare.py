@@ -100,7 +100,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     report = data_report(train, tokenizer=tokenizer, max_seq_length=request.training.max_seq_length)
     # Without a validation file the trainer evaluates on a seeded held-out split: record which lines.
-    split = split_record(train, None if "validation_file" not in files else train,
+    split = split_record(train, valid if "validation_file" in files else None,
                          fraction=request.training.validation_split, seed=request.seed or 0)
     report["evaluation_split"] = split
     hyper = resolve_hyperparameters(
