@@ -24,6 +24,7 @@ from tests.support.stack import Stack, upload, wait_for
 pytestmark = pytest.mark.e2e
 HUB_TOKEN = "hub-e2e-token"
 WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+HOOK_SECRET = "hub-hook-secret"
 LICENSED_CARD = b"---\nlicense: apache-2.0\nlanguage: en\n---\n# tiny bert\n"
 
 
@@ -59,6 +60,7 @@ def env(tmp_path_factory):
             "HF_HUB_DISABLE_XET": "1", "HUBTUNE_HEARTBEAT_SECONDS": "1",
             "HUBTUNE_HUB_RETRY_BASE_SECONDS": "0.2", "HUBTUNE_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
             "HUBTUNE_WEBHOOK_SECRET": WHSEC, "HUBTUNE_WEBHOOK_ALLOWED_PRIVATE": "127.0.0.1",
+            "HUBTUNE_HUB_WEBHOOK_SECRET": HOOK_SECRET,
         })
         stack.run("hub", "import", str(make_tiny_bert(root / "tiny-bert")), "tiny/bert")
         # A licensed card (the pinned commit), then a later commit the job must NOT use.
@@ -197,3 +199,34 @@ def test_checkpoints_go_to_their_branch_and_lora_is_merged_beside_the_adapter(en
     pushed = set(hub.hub.tree(repo_id, revision="ckpts"))
     assert any(p.startswith("checkpoint-") and p.endswith("adapter_model.safetensors") for p in pushed), pushed
     assert not any(p.endswith(("optimizer.pt", "scheduler.pt")) for p in pushed), pushed
+
+
+def test_a_hub_push_delivered_by_webhook_trains_on_exactly_that_commit(env):
+    hub, stack = env["hub"], env["stack"]
+    client = stack.client(env["key"])
+    trigger = client.post("/hub/triggers", json={"repo_id": "acme/tickets", "path_pattern": "data/*.jsonl", "job": {
+        "model": "tiny/bert", "training_file": "hf://datasets/acme/tickets/data/train.jsonl",
+        "task": "sequence_classification", "training": {"max_seq_length": 32},
+        "hyperparameters": {"n_epochs": 1, "batch_size": 8}, "hub": {"repo_id": "alice/from-webhook"}}})
+    assert trigger.status_code == 200, trigger.text
+    old = hub.hub.resolve("acme/tickets", repo_type="dataset")
+    data = write_classification_jsonl(env["root"] / "tickets-v2.jsonl", n=32, seed=9).read_bytes()
+    new = hub.hub.commit("acme/tickets", files={"data/train.jsonl": data}, message="v2", branch="main",
+                         repo_type="dataset")
+    hub.hub.commit("acme/tickets", files={"data/train.jsonl": b"{}"}, message="broken v3", branch="main",
+                   repo_type="dataset")  # the head moves on; the job must still train on `new`
+    delivery = {"event": {"action": "update", "scope": "repo.content"},
+                "repo": {"type": "dataset", "name": "acme/tickets", "headSha": new, "owner": {"id": "1"}},
+                "updatedRefs": [{"ref": "refs/heads/main", "oldSha": old, "newSha": new}], "webhook": {"id": "w"}}
+    url = f"{stack.url}/v1/hub/webhooks"
+    import httpx
+
+    assert httpx.post(url, json=delivery, headers={"X-Webhook-Secret": "nope"}).status_code == 401
+    answer = httpx.post(url, json=delivery, headers={"X-Webhook-Secret": HOOK_SECRET})
+    assert answer.status_code == 200, answer.text
+    (job_id,) = answer.json()["jobs"]
+    assert httpx.post(url, json=delivery, headers={"X-Webhook-Secret": HOOK_SECRET}).json()["jobs"] == []
+    job = wait_for(client, job_id, stack=stack)
+    assert job["status"] == "succeeded", (job["error"], stack.logs())
+    assert job["training_file"] == f"hf://datasets/acme/tickets@{new}/data/train.jsonl"
+    assert job["data_report"]["examples"] == 32
