@@ -11,11 +11,14 @@ The parts, in bytes, as the worker trains (worker/engine/trainer.py loads the ba
 - ``optimizer``: AdamW's exp_avg and exp_avg_sq, two float32 values per trainable parameter (its
   per-tensor scalar ``step`` counters are ignored).
 - ``activations``: what the backward pass keeps for ``batch_size`` x ``seq_len`` tokens: per layer
-  and token the projections' inputs and outputs, the MLP's intermediate tensors and one row of
-  attention probabilities (``heads x seq_len``, as eager/CPU attention stores it); with gradient
-  checkpointing only each layer's input plus one layer's full set (recomputed during backward). For
-  causal_lm also the float32 logits and the loss's copy of them. 2 bytes per value under bf16/4bit,
-  4 under fp32. An approximation, unlike the three parts above which are exact.
+  and token the projections' inputs and outputs, the MLP's intermediate tensors, LoRA's dropout
+  outputs, and rows of attention scores/probabilities (``heads x seq_len`` each: BERT with attention
+  dropout keeps four, as the CPU/math attention path does; fused GPU kernels keep none, so this errs
+  high there), plus one layer's activation gradients during backward; with gradient checkpointing
+  only each layer's input plus, twice, one layer's set (recomputed, and its gradients). For causal_lm
+  also the float32 logits and the loss's copy of them. 2 bytes per value under bf16/4bit, 4 under
+  fp32. An approximation (bench/memory_estimator.py compares it with measured peaks), unlike the
+  three parts above which are exact.
 - ``overhead``: ``OVERHEAD_FRACTION`` of the four parts (allocator fragmentation, temporary buffers of
   kernels, the autocast weight copies) plus ``RUNTIME_BYTES`` (CUDA context or the Python/torch runtime).
 
@@ -93,6 +96,7 @@ class Architecture:
     q_dim: int
     intermediate: int
     vocab: int
+    attention_dropout: bool = False
     linears: list[Linear] = field(default_factory=list)
     others: dict[str, int] = field(default_factory=dict)  # name -> number of values (embeddings, norms)
     head: list[str] = field(default_factory=list)  # the task head's Linear names (a new, trained module)
@@ -189,6 +193,7 @@ def _bert(config: dict[str, Any], *, num_labels: int) -> Architecture:
     arch = Architecture(
         family="bert", model_type=config["model_type"], hidden=h, layers=n_layers, heads=heads,
         kv_dim=h, q_dim=h, intermediate=inter, vocab=vocab,
+        attention_dropout=float(_get(config, "attention_probs_dropout_prob", 0.1)) > 0,
     )
     arch.others.update({
         "bert.embeddings.word_embeddings": vocab * h,
@@ -228,6 +233,7 @@ def _decoder(config: dict[str, Any], *, task: str, num_labels: int) -> Architect
     arch = Architecture(
         family="decoder", model_type=model_type, hidden=h, layers=n_layers, heads=heads,
         kv_dim=kv_heads * head_dim, q_dim=heads * head_dim, intermediate=inter, vocab=vocab,
+        attention_dropout=float(_get(config, "attention_dropout", 0.0)) > 0,
     )
     arch.others["model.embed_tokens"] = vocab * h
     for i in range(n_layers):
@@ -364,19 +370,23 @@ def _activation_bytes(
     per_value = 4 if precision == "fp32" else 2
     h, inter, s = arch.hidden, arch.intermediate, seq_len
     if arch.family == "bert":
-        # q/k/v in and out, context, output projections, residuals and LayerNorms; GELU in and out;
-        # scores and probabilities.
-        per_layer = 8 * h + 2 * inter + 2 * arch.heads * s
+        # Layer input, q/k/v, context, the attention output's dropout and LayerNorm input, the MLP's
+        # input, dense output, GELU output, dropout and LayerNorm input; attention scores and
+        # probabilities, and with attention dropout its mask and the dropped probabilities too.
+        per_layer = 9 * h + 2 * inter + (4 if arch.attention_dropout else 2) * arch.heads * s
     else:
         # RMSNorms in and out, q/k/v (and their rotary copies), attention output; gate, up, act, product.
         per_layer = 5 * h + 3 * arch.q_dim + 3 * arch.kv_dim + 4 * inter + arch.heads * s
-    lora = sum(lin.in_features + tuning.r for lin in plan.lora_targets) // max(1, arch.layers)
-    per_layer += lora
+    # Each LoRA layer keeps its own dropout output (and a byte mask: a quarter value) and its A output.
+    dropped = 1.25 if tuning.dropout > 0 else 1.0
+    per_layer += int(sum(lin.in_features * dropped + tuning.r for lin in plan.lora_targets) // max(1, arch.layers))
     tokens = batch_size * seq_len
+    # Backward holds one layer's activation gradients beside what is kept; with checkpointing only each
+    # layer's input is kept, and the layer being recomputed holds its activations and their gradients.
     if checkpointing:
-        layers = arch.layers * h + per_layer  # every layer's input, and one layer recomputed
+        layers = arch.layers * h + 2 * per_layer
     else:
-        layers = arch.layers * per_layer
+        layers = (arch.layers + 1) * per_layer
     values = tokens * (layers + 2 * h)  # + embeddings and the final norm
     total = values * per_value
     if task == "causal_lm":
