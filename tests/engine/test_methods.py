@@ -277,3 +277,15 @@ def test_load_adapter_model_restores_saved_adapters(tmp_path, tiny_bert):
                                          num_attention_heads=2, num_key_value_heads=1))
     with pytest.raises(ValueError, match="trained on a bert model"):
         load_adapter_model(llama, tmp_path)
+
+
+def test_lora_dora_and_rslora(tiny_llama):
+    model, _ = load_base_model(tiny_llama, task="causal_lm")
+    peft_model = build_lora(model, Tuning(r=4, alpha=8, use_dora=True, use_rslora=True), task="causal_lm")
+    cfg = peft_model.peft_config["default"]
+    assert cfg.use_dora and cfg.use_rslora
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("lora_magnitude_vector" in n for n in trainable)  # DoRA's per-column magnitudes
+    # rsLoRA scales by alpha / sqrt(r) instead of alpha / r.
+    q_proj = peft_model.get_submodule("base_model.model.model.layers.0.self_attn.q_proj")
+    assert q_proj.scaling["default"] == pytest.approx(8 / 4**0.5)

@@ -32,7 +32,9 @@ CASES = [
     ("oft", Tuning(type="oft", options={"r": 0, "oft_block_size": 8}), 1e-2, (LM,)),
     ("fourierft", Tuning(type="fourierft", options={"n_frequency": 32, "scaling": 100.0}), 2e-2, (CLS,)),
 ]
-RUNS = [pytest.param(case, task, id=f"{case[0]}-{'cls' if task == CLS else 'lm'}") for case in CASES for task in case[3]]
+RUNS = [
+    pytest.param(case, task, id=f"{case[0]}-{'cls' if task == CLS else 'lm'}") for case in CASES for task in case[3]
+]
 TABLE: list[dict] = []
 
 

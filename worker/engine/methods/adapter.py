@@ -91,7 +91,9 @@ def _adapter_hook(adapter: BottleneckAdapter):
 
 def _find_layout(model: nn.Module) -> tuple[Layout, nn.ModuleList]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    candidates = [LAYOUTS[model_type]] if model_type in LAYOUTS else list({layout.family: layout for layout in LAYOUTS.values()}.values())
+    # An unknown model_type may still be laid out like a known family: try each family's layout.
+    families = {layout.family: layout for layout in LAYOUTS.values()}
+    candidates = [LAYOUTS[model_type]] if model_type in LAYOUTS else list(families.values())
     for layout in candidates:
         for module in model.modules():
             if isinstance(module, nn.ModuleList) and len(module) and all(
@@ -215,7 +217,8 @@ def save_adapter(model: nn.Module, output_dir: Path | str) -> None:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    tensors = {k: state[k].detach().to("cpu").contiguous().clone() for k in _saved_keys(model, config["modules_to_save"])}
+    keys = _saved_keys(model, config["modules_to_save"])
+    tensors = {k: state[k].detach().to("cpu").contiguous().clone() for k in keys}
     save_file(tensors, str(output_dir / WEIGHTS_FILE), metadata={"format": "pt"})
     (output_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
