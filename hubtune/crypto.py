@@ -21,7 +21,10 @@ KEY_FILE = "secret.key"
 
 
 class SecretUnreadable(ValueError):
-    """A stored secret could not be decrypted (the key changed since it was stored)."""
+    """A stored secret could not be decrypted (the key changed since it was stored, or this machine has
+    another key than the one that stored it)."""
+
+    code = "secret_unreadable"
 
 
 def encrypt(settings: Settings, plaintext: str) -> str:
@@ -32,7 +35,10 @@ def decrypt(settings: Settings, ciphertext: str) -> str:
     try:
         return _fernet(settings).decrypt(ciphertext.encode()).decode()
     except InvalidToken:
-        raise SecretUnreadable("a stored secret cannot be decrypted: HUBTUNE_SECRET_KEY changed since it was stored") from None
+        raise SecretUnreadable(
+            "a stored hub credential cannot be decrypted with this machine's key: set the same "
+            "HUBTUNE_SECRET_KEY on the server and every worker (or share the data dir), then store it again"
+        ) from None
 
 
 def secret_file(path: Path, make) -> str:

@@ -266,3 +266,23 @@ def test_card_without_an_evaluation_still_publishes(world, tmp_path):
         repo_id, commit = job.fine_tuned_model.split("@")
     text = (server.hub.snapshot(repo_id, revision=commit) / "README.md").read_text()
     assert "base_model_relation: adapter" in text and "load_for_inference" in text
+
+
+@pytest.mark.parametrize("files, code", [
+    ({"config.json": b"{}", "pytorch_model.bin": b"pickle"}, "unsafe_weights"),
+    ({"config.json": b'{"auto_map": {"AutoModel": "modeling_x.XModel"}}', "model.safetensors": b"w",
+      "modeling_x.py": b"import os"}, "remote_code_not_allowed"),
+])
+def test_prepare_refuses_pickled_weights_and_custom_code(world, files, code):
+    from worker.prepare import run_prepare
+
+    env, server = world
+    key = env.key()
+    env.client.post("/v1/hub/credentials", headers=auth(key), json={"token": OWNER_TOKEN})
+    server.hub.create_repo("acme/risky")
+    server.hub.commit("acme/risky", files=files, message="m", branch="main")
+    job = create_job(env.client, key, upload(env.client, key)["id"], model="acme/risky")
+    run_prepare(job["id"])
+    with env.session() as s:
+        row = s.get(Job, job["id"])
+        assert row.status == "failed" and row.error["code"] == code and row.error["param"] == "model", row.error
