@@ -172,7 +172,7 @@ def _write_card(hub: Hub, job: dict[str, Any], request: JobRequest, repo_id: str
     library = "transformers" if kind == "full" else ("peft" if (folder / "adapter_config.json").is_file() else "hubtune")
     card = render_model_card(
         repo_id=repo_id, base_model=base_model, base_model_revision=job["model_revision"], task=request.task,
-        tuning=request.tuning.model_dump(mode="json", exclude_defaults=True) | {"type": kind},
+        tuning=_tuning_summary(request),
         hyperparameters=job["hyperparameters"] or {}, datasets=_hub_datasets(job),
         metrics={} if evaluation else {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         evaluation=evaluation, library_name=library, tags=["hubtune", kind, request.task],
@@ -183,6 +183,21 @@ def _write_card(hub: Hub, job: dict[str, Any], request: JobRequest, repo_id: str
     )
     (folder / "README.md").write_text(card)
     _point_adapter_at_hub(folder, base_model)
+
+
+# The tuning fields that mean something for each method (the rest of the spec is other methods' knobs).
+TUNING_FIELDS = {
+    "lora": ("r", "alpha", "dropout", "target_modules", "use_dora", "use_rslora"),
+    "qlora": ("r", "alpha", "dropout", "target_modules", "use_dora", "use_rslora"),
+    "adapter": ("bottleneck_size", "reduction_factor", "non_linearity"),
+    "full": (),
+}
+
+
+def _tuning_summary(request: JobRequest) -> dict[str, Any]:
+    tuning = request.tuning.model_dump(mode="json")
+    fields = TUNING_FIELDS.get(tuning["type"], ("options",))
+    return {"type": tuning["type"], **{k: tuning[k] for k in fields if tuning.get(k) is not None}}
 
 
 def _hub_datasets(job: dict[str, Any]) -> list[str]:
