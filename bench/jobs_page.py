@@ -145,7 +145,7 @@ def run(name: str, url: str, *, jobs: int, requests: int) -> None:
                                                               status="succeeded", model=info["model"])),
                 ("jobs API, a page from the middle", lambda: get(admin, "/v1/fine_tuning/jobs", limit=20,
                                                             after=info["middle"])),
-                ("table refresh (list + live jobs' events)", lambda: table_refresh(admin, status="running")),
+                ("table refresh: list + each live job's events, in turn", lambda: table_refresh(admin, status="running")),
             ]
             print(f"\n{name}: {jobs:,} jobs, {jobs * EVENTS_PER_JOB:,} events (filled in {filled:.1f} s); "
                   f"{requests} requests each, loopback HTTP keep-alive")

@@ -54,7 +54,8 @@ def env(tmp_path_factory):
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
-                yield {"stack": stack, "keys": keys, "root": root, "browser": browser, "console_errors": []}
+                yield {"stack": stack, "keys": keys, "root": root, "browser": browser, "console_errors": [],
+                       "db_url": db_url}
             finally:
                 browser.close()
                 stack.stop()
@@ -86,6 +87,52 @@ def _until(check, *, timeout: float = 60, what: str = "condition"):
 
 def _percent(page, job_id: str) -> float:
     return float(page.get_attribute(f'tr[data-job-id="{job_id}"] .progress', "data-percent"))
+
+
+def _failed_publish_job(env) -> str:
+    """A job of Alice's as worker/publish.py leaves it when the hub refused the push: trained, evaluated,
+    failed with a hub error (written straight to the database: no hub is needed to look at it)."""
+    from hubtune.db import engine_for
+    from hubtune.ids import new_id
+    from hubtune.models import Job, JobEvent, now
+    from sqlalchemy.orm import Session
+
+    job_id = new_id("ftjob")
+    evaluation = {"split": {"source": "validation_file", "examples": 16, "fraction": None},
+                  "primary_metric": "macro_f1", "base": {"accuracy": 0.5, "macro_f1": 0.33, "valid_loss": 0.71},
+                  "tuned": {"accuracy": 0.94, "macro_f1": 0.94, "valid_loss": 0.21},
+                  "majority_baseline": {"accuracy": 0.5, "macro_f1": 0.33}, "beat_baseline": True, "goal": None}
+    with Session(engine_for(env["db_url"])) as s:
+        s.add(Job(id=job_id, owner="alice", status="failed", model="tiny/bert", training_file="file-x", seed=3,
+                  spec={"task": "sequence_classification", "tuning": {"type": "lora", "r": 8}},
+                  result={"evaluation": evaluation, "metrics": {"valid_loss": 0.21}},
+                  error={"code": "hub_auth_error", "param": "hub",
+                         "message": "Publishing to the hub failed: 401 Unauthorized."},
+                  attempts=1, max_attempts=3, lease_token=1, created_at=now() - 600, updated_at=now(),
+                  started_at=now() - 590, finished_at=now() - 5))
+        s.flush()
+        for step in (1, 2, 3, 4):
+            s.add(JobEvent(job_id=job_id, type="metrics", message=f"Step {step}/4",
+                           data={"step": step, "total_steps": 4, "train_loss": 1.0 / step}))
+        s.commit()
+    return job_id
+
+
+def _failed_publish_detail(env) -> None:
+    job_id = _failed_publish_job(env)
+    context, page = _login(env, "alice")
+    try:
+        page.goto(f"{env['stack'].url}/#/jobs/{job_id}")
+        page.wait_for_selector("#evaluation-table")
+        table = page.inner_text("#evaluation-table")
+        assert "macro_f1 (primary)" in table and "0.9400" in table and "0.3300" in table
+        assert "hub_auth_error" in page.inner_text("#job-error")
+        # Retry publish is offered; with no artifact kept the server says why, and the page shows it.
+        page.click('#actions button[data-action="publish"]')
+        _until(lambda: page.inner_text("#action-note").strip(), what="the retry-publish answer")
+        page.screenshot(path=str(SHOTS / "job-failed-publish.png"), full_page=True)
+    finally:
+        context.close()
 
 
 def _train_steps(client, job_id: str) -> list[int]:
@@ -173,6 +220,8 @@ def test_dashboard_watch_cancel_queues_and_owner_scoping(env):
     finally:
         context.close()
 
+    _failed_publish_detail(env)
+
     # The admin sees the worker: host, CPU/RAM (or GPUs), queues, heartbeat; and everyone's jobs.
     context, page = _login(env, "ops")
     try:
@@ -192,5 +241,5 @@ def test_dashboard_watch_cancel_queues_and_owner_scoping(env):
         page.wait_for_selector("#login-form")
     finally:
         context.close()
-    # 401s are expected (logged-out probes, Bob's job); nothing else may go wrong in the page.
-    assert [e for e in env["console_errors"] if "401" not in e and "404" not in e] == []
+    # HTTP error answers are expected (logged-out probes, Bob's job, the refused publish); no script error is.
+    assert [e for e in env["console_errors"] if not e.startswith("Failed to load resource")] == []

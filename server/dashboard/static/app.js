@@ -335,16 +335,27 @@ function memoryCard(job, events) {
 }
 
 function evaluationCard(job) {
+  // job.result.evaluation (worker/engine/evaluate.py): {split, primary_metric, base, tuned, majority_baseline, beat_baseline, goal}
   const ev = job.result && job.result.evaluation;
   const card = h("div", { class: "card", id: "evaluation" }, h("h2", { text: "Baseline vs fine-tuned" }));
-  if (!ev) return card.appendChild(h("p", { class: "notice", text: "No evaluation yet." })) && card;
-  const base = ev.baseline || ev.base || ev.before;
-  const tuned = ev.fine_tuned || ev.tuned || ev.after;
+  if (!ev) {
+    card.append(h("p", { class: "notice", text: "No evaluation yet." }));
+    return card;
+  }
+  const base = ev.base || ev.baseline, tuned = ev.tuned || ev.fine_tuned, majority = ev.majority_baseline;
   if (base && tuned && typeof base === "object" && typeof tuned === "object") {
     const names = [...new Set([...Object.keys(base), ...Object.keys(tuned)])];
-    const fmt = (v) => (typeof v === "number" ? v.toFixed(4) : v === undefined ? "" : JSON.stringify(v));
-    card.append(h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "metric" }), h("th", { class: "num", text: "baseline" }), h("th", { class: "num", text: "fine-tuned" }))),
-      h("tbody", {}, names.map((n) => h("tr", {}, h("td", { text: n }), h("td", { class: "num", text: fmt(base[n]) }), h("td", { class: "num", text: fmt(tuned[n]) }))))));
+    const fmt = (v) => (typeof v === "number" ? v.toFixed(4) : v === undefined || v === null ? "" : JSON.stringify(v));
+    const cols = ["metric", "base model", "fine-tuned", ...(majority ? ["majority class"] : [])];
+    card.append(h("table", { id: "evaluation-table" }, h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", { class: i ? "num" : "", text: c })))),
+      h("tbody", {}, names.map((n) => h("tr", {}, h("td", { text: n === ev.primary_metric ? `${n} (primary)` : n }),
+        h("td", { class: "num", text: fmt(base[n]) }), h("td", { class: "num", text: fmt(tuned[n]) }),
+        majority ? h("td", { class: "num", text: fmt(majority[n]) }) : null)))));
+    const rest = {};
+    if (ev.split) rest.split = `${ev.split.source}, ${ev.split.examples} examples`;
+    if (ev.beat_baseline !== undefined) rest["beat baseline"] = ev.beat_baseline ? "yes" : "no";
+    if (ev.goal) rest.goal = ev.goal;
+    card.append(kv(rest));
   } else card.append(kv(ev));
   return card;
 }
@@ -369,21 +380,24 @@ function configOf(job) {
 }
 
 function isPublishError(job) {
-  return job.status === "failed" && job.error && /publish|hub/i.test(`${job.error.code}`);
+  // worker/publish.py fails a job with param "hub" and a hub_* (or publish_failed) code; the artifact is kept.
+  return job.status === "failed" && !!job.error && (job.error.param === "hub" || /publish|^hub_/i.test(`${job.error.code}`));
 }
 
-function actions(job, refresh) {
-  const note = h("span", { class: "muted", id: "action-note" });
+// memo keeps the last action's answer across the re-renders that follow it.
+function actions(job, refresh, memo) {
+  const note = h("span", { class: "muted", id: "action-note", text: memo.note || "" });
   const act = (name, label, cls) => h("button", {
     type: "button", class: cls || "", "data-action": name, text: label,
     onclick: async (ev) => {
       ev.target.disabled = true;
       try {
         await api(`/v1/fine_tuning/jobs/${encodeURIComponent(job.id)}/${name}`, { method: "POST" });
-        note.textContent = "";
+        memo.note = "";
       } catch (err) {
-        note.textContent = err.status === 404 || err.status === 405 ? `${label} is not available on this server.` : err.message;
+        memo.note = err.status === 404 || err.status === 405 ? `${label} is not available on this server.` : err.message;
       }
+      note.textContent = memo.note;
       refresh();
     },
   });
@@ -397,6 +411,7 @@ function actions(job, refresh) {
 
 function jobView(jobId) {
   const known = new Map();
+  const memo = { note: "" };
   const head = h("div", { class: "head" });
   const charts = h("div", { class: "card", id: "charts" });
   const log = h("div", { class: "log", id: "event-log" });
@@ -420,16 +435,16 @@ function jobView(jobId) {
     const newest = [...events].reverse();
     const p = progressFrom(job, newest);
     head.replaceChildren(h("h1", { class: "mono", text: job.id }), badge(job.status),
-      h("span", { class: "muted", id: "job-stage", text: job.stage || "" }), progressBar(job, p), actions(job, refresh));
+      h("span", { class: "muted", id: "job-stage", text: job.stage || "" }), progressBar(job, p), actions(job, refresh, memo));
     const c = curves(events);
     const series = [{ name: "train_loss", points: c.train }];
     if (c.evalLoss.length) series.push({ name: "eval loss", points: c.evalLoss });
     const otherNames = Object.keys(c.other);
     const width = Math.max(360, Math.round(charts.clientWidth - 34));  // drawn at the card's size: text stays legible
-    charts.replaceChildren(h("h2", { text: "Loss" }), charts_legend(series), window.charts.lineChart(series, { id: "loss-chart", width }),
+    charts.replaceChildren(...[h("h2", { text: "Loss" }), charts_legend(series), window.charts.lineChart(series, { id: "loss-chart", width }),
       otherNames.length ? h("h2", { text: "Evaluation" }) : null,
       otherNames.length ? charts_legend(otherNames.map((n) => ({ name: n }))) : null,
-      otherNames.length ? window.charts.lineChart(otherNames.slice(0, 3).map((n) => ({ name: n, points: c.other[n] })), { id: "eval-chart", height: 200, width }) : null);
+      otherNames.length ? window.charts.lineChart(otherNames.slice(0, 3).map((n) => ({ name: n, points: c.other[n] })), { id: "eval-chart", height: 200, width }) : null].filter(Boolean));
     const stick = log.scrollTop === 0;
     log.replaceChildren(...newest.slice(0, 500).map((e) => h("div", { class: `lvl-${e.level} ${e.type}` },
       `${new Date(e.created_at * 1000).toLocaleTimeString()}  ${e.message}${metricsText(e)}`)));
