@@ -44,9 +44,16 @@ class RecordingHooks:
         self.started: dict | None = None
         self.metrics: list[dict] = []
         self.checkpoints: list[dict] = []
+        self.reports: list[dict] = []  # on_evaluation calls: {stage, message, data}
+        self.calls: list[str] = []  # hook names in call order
         self.polls = 0
 
+    def on_evaluation(self, *, stage: str, message: str, data: dict) -> None:
+        self.calls.append("on_evaluation")
+        self.reports.append({"stage": stage, "message": message, "data": data})
+
     def on_start(self, *, total_steps: int, trainable_params: int, total_params: int) -> None:
+        self.calls.append("on_start")
         self.started = {"total_steps": total_steps, "trainable_params": trainable_params, "total_params": total_params}
 
     def on_metrics(self, metrics: dict) -> None:
