@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from hubtune.keys import lookup_key
 from hubtune.models import ApiKey
+from hubtune.settings import Settings
 from server.deps import CurrentKey, SessionDep, SettingsDep
 from server.errors import bad_request, unauthorized
 from server.session import COOKIE_NAME, csrf_token, make_cookie, session_secret
@@ -28,6 +29,8 @@ class SessionInfo(BaseModel):
     is_admin: bool
     key_prefix: str
     csrf_token: str
+    # Where the page links published models: the hf endpoint's web address; None for the local hub folder.
+    hub_base_url: str | None = None
 
 
 @router.get("/")
@@ -35,9 +38,10 @@ def index() -> FileResponse:
     return FileResponse(INDEX, headers={"Cache-Control": "no-store"})
 
 
-def _info(key: ApiKey, secret: bytes, cookie: str) -> SessionInfo:
+def _info(key: ApiKey, secret: bytes, cookie: str, settings: Settings) -> SessionInfo:
+    hub = (settings.hub_endpoint or "https://huggingface.co").rstrip("/") if settings.hub_backend == "hf" else None
     return SessionInfo(owner=key.owner, is_admin=key.is_admin, key_prefix=key.prefix,
-                       csrf_token=csrf_token(secret, cookie))
+                       csrf_token=csrf_token(secret, cookie), hub_base_url=hub)
 
 
 @router.post("/dashboard/login", response_model=SessionInfo)
@@ -53,7 +57,7 @@ def login(body: Login, response: Response, session: SessionDep, settings: Settin
     cookie = make_cookie(secret, key_id=row.id, max_age=max_age)
     response.set_cookie(COOKIE_NAME, cookie, max_age=max_age, httponly=True, samesite="strict",
                         secure=settings.session_cookie_secure, path="/")
-    return _info(row, secret, cookie)
+    return _info(row, secret, cookie, settings)
 
 
 @router.get("/dashboard/session", response_model=SessionInfo)
@@ -61,7 +65,7 @@ def current_session(request: Request, key: CurrentKey, settings: SettingsDep) ->
     cookie = request.cookies.get(COOKIE_NAME)
     if not cookie:  # a bearer key works for the API, but the page needs a session
         raise unauthorized("No dashboard session; log in with your API key.")
-    return _info(key, session_secret(settings), cookie)
+    return _info(key, session_secret(settings), cookie, settings)
 
 
 @router.post("/dashboard/logout", status_code=204)

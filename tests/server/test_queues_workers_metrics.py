@@ -169,6 +169,7 @@ def test_session_cookie_login_and_csrf(env):
     assert r.status_code == 200, r.text
     session = r.json()
     assert session["owner"] == owner and not session["is_admin"] and session["csrf_token"]
+    assert session["hub_base_url"] is None  # the local hub folder has no web address to link
     set_cookie = r.headers["set-cookie"]
     assert f"{COOKIE_NAME}=" in set_cookie and "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie
     assert key not in set_cookie  # the cookie names the key's id, never the key

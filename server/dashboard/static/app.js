@@ -362,7 +362,11 @@ function evaluationCard(job) {
 
 function hubCard(job) {
   const card = h("div", { class: "card", id: "hub" }, h("h2", { text: "Hub" }));
-  const url = (job.result && (job.result.hub_url || job.result.url)) || null;
+  let url = (job.result && (job.result.hub_url || job.result.url)) || null;
+  if (!url && job.fine_tuned_model && state.session.hub_base_url) {
+    const [repo, commit] = job.fine_tuned_model.split("@");
+    url = `${state.session.hub_base_url}/${repo}${commit ? `/tree/${commit}` : ""}`;
+  }
   if (job.fine_tuned_model) {
     card.append(url && /^https?:\/\//.test(url) ? h("a", { href: url, rel: "noopener noreferrer", target: "_blank", text: job.fine_tuned_model })
       : h("span", { class: "mono", text: job.fine_tuned_model }));
