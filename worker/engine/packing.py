@@ -5,7 +5,8 @@ sent: transformers then reads the position resets as sequence boundaries and bui
 causal mask (``masking_utils.find_packed_sequence_indices``; flash-attention uses the same ids), so
 no token attends to another example. The first label of every example is masked: in the row its
 logit would come from the previous example's last token (unpacked, that label is dropped by the
-shift anyway), so the loss covers exactly the same tokens as the padded batch.
+shift anyway), so the loss covers exactly the same tokens as the padded batch. The boundaries are
+only read when the model runs without a KV cache (the Trainer sets ``config.use_cache = False``).
 """
 
 from __future__ import annotations
