@@ -115,3 +115,30 @@ def test_minority_recall_improves_with_class_weights_or_sampler(imbalanced):
     # Every run reports the same majority baseline: always "common".
     majority = imbalanced["neither"].evaluation["majority_baseline"]
     assert majority["recall_per_class"] == {"common": 1.0, "rare": 0.0} and majority["accuracy"] == 0.5
+
+
+def test_resume_with_sampler_and_class_weights_continues_the_same_curve(tmp_path, tiny_bert):
+    """An interrupted run resumed from its checkpoint gives the uninterrupted loss curve: weights,
+    optimizer, scheduler, RNG and the weighted sampler's position are all restored."""
+    train_file = write_jsonl(tmp_path / "train.jsonl", imbalanced_rows(4, 28, seed=2))
+
+    def run(name: str, *, stop_at=None, resume_from: Path | None = None):
+        training = Training(learning_rate=1e-2, save_steps=3, sampler="weighted", class_weights="balanced",
+                            validation_split=0.0)
+        plan = TrainPlan(
+            task="sequence_classification", model_dir=tiny_bert, train_file=train_file, valid_file=None,
+            output_dir=tmp_path / name / "out", checkpoints_dir=tmp_path / name / "checkpoints", seed=4,
+            tuning=Tuning(dropout=0.1), training=training, resume_from=resume_from,
+            hyperparameters={"n_epochs": 2, "batch_size": 8, "learning_rate": 1e-2, "learning_rate_multiplier": 1.0},
+        )
+        hooks = RecordingHooks(stop_at=stop_at)
+        return hooks, train(plan, hooks)
+
+    whole, result = run("whole")
+    assert result.steps == 8
+    first, _ = run("first", stop_at=5)  # stops inside the second epoch, mid-way through the sampler's draws
+    checkpoint = first.checkpoints[-1]["path"]
+    assert checkpoint.name == "checkpoint-5"
+    rest, resumed = run("rest", resume_from=checkpoint)
+    assert resumed.steps == 8
+    assert first.train_losses + rest.train_losses == pytest.approx(whole.train_losses, abs=1e-6)

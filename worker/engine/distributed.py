@@ -111,6 +111,7 @@ def train_distributed(plan, hooks):
     n = _processes(plan.training.n_gpus)
     workdir = Path(tempfile.mkdtemp(prefix="hubtune-ddp-"))
     (workdir / "plan.json").write_text(json.dumps(plan_to_json(plan)))
+    (workdir / "parent.pid").write_text(str(os.getpid()))
     events = workdir / "events.jsonl"
     events.touch()
     env = dict(os.environ)
@@ -191,10 +192,24 @@ class RelayHooks:
     def on_evaluation(self, *, stage: str, message: str, data: dict) -> None:
         self._write("evaluation", stage=stage, message=message, data=data)
 
+    def _stop_asked(self) -> bool:
+        return (self.workdir / "stop").exists()
+
+    def _parent_alive(self) -> bool:
+        # A worker killed outright cannot stop its ranks: they stop themselves once it is gone.
+        pid_file = self.workdir / "parent.pid"
+        if not pid_file.is_file():
+            return True
+        try:
+            os.kill(int(pid_file.read_text()), 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
     def should_stop(self) -> bool:
         import torch.distributed as dist
 
-        flag = 1.0 if self.rank == 0 and (self.workdir / "stop").exists() else 0.0
+        flag = 1.0 if self.rank == 0 and (self._stop_asked() or not self._parent_alive()) else 0.0
         if not dist.is_initialized():
             return bool(flag)
         device = "cuda" if dist.get_backend() == "nccl" else "cpu"
