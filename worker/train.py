@@ -16,7 +16,7 @@ from hubtune.spec import JobRequest
 from hubtune.storage import Storage
 from plugin import split_model_ref
 from worker.failures import job_error
-from worker.hub import hub_from_settings
+from worker.hub import hub_for_owner
 from worker.lease import JobHooks, Lease
 from worker.registry import set_current_job
 
@@ -61,9 +61,10 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
         hyper, revision = job.hyperparameters, job.model_revision
         train_file = storage.file_path(job.training_file)
         valid_file = storage.file_path(job.validation_file) if job.validation_file else None
-        seed = job.seed
+        seed, owner = job.seed, job.owner
     repo_id, _ = split_model_ref(request.model)
-    model_dir = hub_from_settings(settings).snapshot(repo_id, revision=revision)
+    # The owner's hub credential: a private base model is read with the token that can see it.
+    model_dir = hub_for_owner(settings, owner).snapshot(repo_id, revision=revision)
     # A paused or interrupted job goes on from its last checkpoint (weights, optimizer, RNG, data position).
     resume_from = storage.latest_checkpoint(job_id)
     if resume_from is not None:
@@ -74,6 +75,7 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
         task=request.task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
         output_dir=staging, checkpoints_dir=storage.checkpoints_dir(job_id), seed=seed,
         tuning=request.tuning, training=request.training, hyperparameters=hyper, resume_from=resume_from,
+        trust_remote_code=settings.trusts_remote_code(repo_id),
     )
     hooks = JobHooks(lease)
     result = train(plan, hooks)

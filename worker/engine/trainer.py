@@ -66,6 +66,8 @@ class TrainPlan:
     # When should_stop() ends training, save a checkpoint at that step first (a paused job resumes
     # from exactly there; a cancelled one simply ignores it).
     checkpoint_on_stop: bool = True
+    # Only for base-model repos that the server's HUBTUNE_TRUST_REMOTE_CODE_REPOS names.
+    trust_remote_code: bool = False
 
 
 class Hooks(Protocol):
@@ -148,10 +150,10 @@ def _transformers_verbosity(level: int):
         hf_logging.set_verbosity(previous)
 
 
-def load_tokenizer(model_dir: Path):
+def load_tokenizer(model_dir: Path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         for candidate in (tokenizer.eos_token, tokenizer.unk_token):
             if candidate is not None:
@@ -163,16 +165,17 @@ def load_tokenizer(model_dir: Path):
 
 
 def load_base_model(
-    model_dir: Path, *, task: str, labels: list[str] | None = None, tokenizer=None, method_kwargs: dict | None = None
+    model_dir: Path, *, task: str, labels: list[str] | None = None, tokenizer=None, method_kwargs: dict | None = None,
+    trust_remote_code: bool = False,
 ):
-    """The base model from safetensors (no remote code), float32, and the names of the modules the
+    """The base model from safetensors (remote code only for repos a server setting allows), float32, and the names of the modules the
     checkpoint lacked (a new task head): those must be trained in full and saved with the adapter."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     kwargs: dict[str, Any] = {
         "use_safetensors": True,
-        "trust_remote_code": False,
+        "trust_remote_code": trust_remote_code,
         "dtype": torch.float32,
         "output_loading_info": True,
         **(method_kwargs or {}),  # the tuning method's (e.g. qlora's 4-bit quantization config)
@@ -500,10 +503,11 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     labels = file_examples.labels if classification else []
 
     set_seed(plan.seed)
-    tokenizer = load_tokenizer(plan.model_dir)
+    tokenizer = load_tokenizer(plan.model_dir, trust_remote_code=plan.trust_remote_code)
     method_kwargs = get_method(plan.tuning.type).base_model_kwargs(plan.tuning)
     model, new_modules = load_base_model(
-        plan.model_dir, task=plan.task, labels=labels, tokenizer=tokenizer, method_kwargs=method_kwargs
+        plan.model_dir, task=plan.task, labels=labels, tokenizer=tokenizer, method_kwargs=method_kwargs,
+        trust_remote_code=plan.trust_remote_code,
     )
     model = get_method(plan.tuning.type).build(model, plan.tuning, task=plan.task, modules_to_save=new_modules)
     trainable, total = _count_params(model)
