@@ -13,6 +13,7 @@ import pytest
 
 from hubtune.migrate import upgrade
 from hubtune.models import Job, Notification
+from hubtune.queue import get_celery
 from hubtune.settings import get_settings
 from plugin.errors import HubAuthError, HubError, RepoNotFound
 from tests.plugin.hubserver import HubServer
@@ -36,11 +37,14 @@ def world(tmp_path, monkeypatch):
         for name, value in values.items():
             monkeypatch.setenv(f"HUBTUNE_{name}", value)
         monkeypatch.delenv("HUBTUNE_HUB_TOKEN", raising=False)
+        # The process-wide Celery app follows the process settings: rebuild both for this world.
         get_settings.cache_clear()
+        get_celery.cache_clear()
         env = make_env(url, tmp_path / "data", **{k.lower(): v for k, v in values.items()
                                                     if k not in ("DATA_DIR", "DATABASE_URL")})
         yield env, server
     get_settings.cache_clear()
+    get_celery.cache_clear()
 
 
 def _owner(env, key) -> str:
