@@ -12,7 +12,8 @@ import pytest
 
 PG_ADMIN_DSN = os.environ.get("HUBTUNE_TEST_PG", "host=127.0.0.1 port=5432 dbname=test user=postgres")
 PG_URL_BASE = os.environ.get("HUBTUNE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+# A private redis-server (HUBTUNE_TEST_REDIS_PORT) keeps parallel test runs from flushing each other's queues.
+REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("HUBTUNE_TEST_REDIS_PORT", "6379"))
 
 
 def missing(service: str, exc: Exception) -> None:
