@@ -36,7 +36,19 @@ class Settings(BaseSettings):
     # GPU workers recycle their process after each job so that CUDA memory is always returned.
     worker_max_tasks_per_child: int | None = None
 
+    # The sweeper (issue 6): how often it runs, and how long a queued or validating job may sit
+    # without progress before its doorbell is rung again (a lost message; a duplicate is harmless).
+    sweep_interval_seconds: float = Field(default=10.0, gt=0)
+    requeue_after_seconds: float = Field(default=60.0, gt=0)
+
+    # Limits and fairness (issue 6); 0 means no limit.
+    max_running_jobs_per_owner: int = Field(default=0, ge=0)
+    max_queued_jobs_per_owner: int = Field(default=0, ge=0)
+    # Requests per minute per API key (or client address before auth); 0: no rate limit.
+    rate_limit_per_minute: int = Field(default=0, ge=0)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # A training file line longer than this is refused with its line number.
+    max_line_bytes: int = Field(default=1024 * 1024, gt=0)
 
     # Dashboard sessions (issue 5): the cookie-signing secret; empty: one generated once into
     # <data_dir>/session.secret (mode 0600). Sessions last session_hours.

@@ -1,18 +1,16 @@
-"""Holding a job's lease while it trains: a heartbeat thread, and hooks that write through the fence."""
+"""Holding a job's lease while it trains: a heartbeat thread and writes that go through the fence."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from hubtune.db import session_scope
 from hubtune.lifecycle import LeaseLost, Status, fenced_event, fenced_update, heartbeat
-from hubtune.models import Checkpoint, Job, now
+from hubtune.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -63,64 +61,3 @@ class Lease:
     def update(self, **fields: Any) -> None:
         with session_scope() as session:
             fenced_update(session, self.job_id, token=self.token, **fields)
-
-
-class JobHooks:
-    """The engine's hooks for one job: metrics and checkpoints go to the database under the lease."""
-
-    def __init__(self, lease: Lease) -> None:
-        self.lease = lease
-        self.started = time.monotonic()
-        self.total_steps = 0
-
-    def _guard(self, fn, *args, **kwargs) -> None:
-        try:
-            fn(*args, **kwargs)
-        except LeaseLost:
-            self.lease.lost.set()
-
-    def on_start(self, *, total_steps: int, trainable_params: int, total_params: int) -> None:
-        self.total_steps = total_steps
-        data = {"total_steps": total_steps, "trainable_params": trainable_params, "total_params": total_params}
-        pct = 100.0 * trainable_params / max(total_params, 1)
-        self._guard(
-            self.lease.write,
-            f"Training started: {total_steps} steps, {trainable_params:,} of {total_params:,} parameters trainable ({pct:.2f}%)",
-            data=data, stage="training",
-        )
-
-    def on_metrics(self, metrics: dict[str, Any]) -> None:
-        step = int(metrics.get("step", 0))
-        fields: dict[str, Any] = {}
-        if metrics.get("trained_tokens") is not None:
-            fields["trained_tokens"] = int(metrics["trained_tokens"])
-        if step and self.total_steps:
-            rate = (time.monotonic() - self.started) / step
-            fields["estimated_finish"] = now() + rate * max(self.total_steps - step, 0)
-        self._guard(self.lease.write, f"Step {step}/{self.total_steps}", type="metrics", data=metrics, **fields)
-
-    def on_checkpoint(self, *, step: int, path: Path, metrics: dict[str, Any]) -> None:
-        def write() -> None:
-            with session_scope() as session:
-                fenced_event(session, self.lease.job_id, token=self.lease.token,
-                             message=f"Checkpoint saved at step {step}", data={"step": step})
-                session.add(Checkpoint(job_id=self.lease.job_id, step=step, path=str(path), metrics=metrics))
-                _ring_checkpoint_push(session, self.lease.job_id)
-
-        self._guard(write)
-
-    def on_evaluation(self, *, stage: str, message: str, data: dict[str, Any]) -> None:
-        # stage "baseline" (before the first step) or "final" (after training): a message event.
-        self._guard(self.lease.write, message, data={"stage": stage, **data})
-
-    def should_stop(self) -> bool:
-        return not self.lease.still_ours()
-
-
-def _ring_checkpoint_push(session, job_id: str) -> None:
-    """hub.push_checkpoints: the publish queue pushes the new checkpoint to the checkpoint branch."""
-    from hubtune.notifications import PUSH_CHECKPOINT, ring_soft
-
-    spec = session.execute(select(Job.spec).where(Job.id == job_id)).scalar_one_or_none() or {}
-    if (spec.get("hub") or {}).get("push_checkpoints"):
-        ring_soft(session, PUSH_CHECKPOINT, job_id)

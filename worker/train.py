@@ -17,7 +17,8 @@ from hubtune.storage import Storage
 from plugin import split_model_ref
 from worker.failures import job_error
 from worker.hub import hub_for_owner
-from worker.lease import JobHooks, Lease
+from worker.hooks import JobHooks
+from worker.lease import Lease
 from worker.registry import set_current_job
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,8 @@ class Job(Base):
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_model_id", "model", "id"),  # migration 0003_dashboard
         Index("ix_jobs_finished_at", "finished_at"),
+        # Claiming the next job of a queue: highest priority first, then oldest (migration 0005).
+        Index("ix_jobs_status_queue_priority", "status", "queue", "priority", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -44,6 +46,8 @@ class Job(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
     queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Higher runs first among the queued jobs of a queue (migration 0005).
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     fine_tuned_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
     hub_repo: Mapped[str | None] = mapped_column(String(128), nullable=True)
     hub_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
