@@ -139,6 +139,9 @@ class JobRequest(StrictModel):
     hub: Hub | None = None
     # Notified (signed like OpenAI's webhooks) when the job succeeds, fails or is cancelled.
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    # Higher runs first among the queued jobs of a queue. Any key may lower its own jobs (< 0);
+    # only an admin key may raise one above the default (checked by the server).
+    priority: int = Field(default=0, ge=-100, le=100)
 
     @model_validator(mode="after")
     def _files_differ(self) -> JobRequest:

@@ -19,6 +19,43 @@ class TooLarge(ValueError):
     pass
 
 
+class LineTooLong(ValueError):
+    def __init__(self, line: int, limit: int) -> None:
+        super().__init__(f"line {line} is longer than the limit of {limit} bytes")
+        self.line = line
+        self.limit = limit
+
+
+class _LineCounter:
+    """Follows line lengths across chunks; raises LineTooLong naming the first (1-based) long line."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.line = 1  # the line the next byte belongs to
+        self.current = 0  # bytes of that line seen so far
+
+    def feed(self, chunk: bytes) -> None:
+        if self.limit <= 0:
+            return
+        if self.current + len(chunk) <= self.limit:  # no line in this chunk can be too long: count only
+            newlines = chunk.count(b"\n")
+            self.line += newlines
+            self.current = len(chunk) - chunk.rfind(b"\n") - 1 if newlines else self.current + len(chunk)
+            return
+        start = 0
+        while (nl := chunk.find(b"\n", start)) >= 0:
+            self._check(self.current + nl - start)
+            self.line += 1
+            self.current = 0
+            start = nl + 1
+        self.current += len(chunk) - start
+        self._check(self.current)
+
+    def _check(self, length: int) -> None:
+        if length > self.limit:
+            raise LineTooLong(self.line, self.limit)
+
+
 @dataclass(frozen=True)
 class StoredFile:
     path: Path
@@ -48,7 +85,10 @@ class Storage:
     def artifact_dir(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "artifact"
 
-    def save_file(self, file_id: str, src: BinaryIO, *, max_bytes: int) -> StoredFile:
+    def save_file(self, file_id: str, src: BinaryIO, *, max_bytes: int, max_line_bytes: int = 0) -> StoredFile:
+        """Copy `src` into place; TooLarge past `max_bytes`, LineTooLong for a line past `max_line_bytes`
+        (0: no line limit). Nothing is left behind when either is raised."""
+        lines = _LineCounter(max_line_bytes)
         dest = self.file_path(file_id)
         dest.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
@@ -60,6 +100,7 @@ class Storage:
                     size += len(chunk)
                     if size > max_bytes:
                         raise TooLarge(f"file is larger than the limit of {max_bytes} bytes")
+                    lines.feed(chunk)
                     digest.update(chunk)
                     out.write(chunk)
             os.replace(tmp, dest)

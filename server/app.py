@@ -10,8 +10,10 @@ from hubtune.db import engine_for
 from hubtune.queue import make_celery
 from hubtune.settings import Settings, get_settings
 from hubtune.storage import Storage
-from server.errors import install_error_handlers
+from server.errors import ERROR_RESPONSES, drop_validation_422, install_error_handlers
+from server.limits import BodyLimit, BodyTooLarge, RateLimit, body_too_large
 from server.dashboard import install_dashboard
+from server.dashboard.security import security_headers
 from server.routes import estimate, files, health, hub, jobs, metrics, queues, workers
 
 
@@ -29,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="hubtune",
         version=hubtune.__version__,
         description="Self-hosted fine-tuning for Hugging Face models, with the OpenAI fine-tuning API.",
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.engine = engine_for(settings.resolved_database_url)
@@ -47,8 +50,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    install_dashboard(app)  # `/`, login, static assets, security headers
+    install_dashboard(app)  # `/`, login, static assets
+    _install_limits(app, settings)
+    app.add_exception_handler(BodyTooLarge, body_too_large)
+    app.middleware("http")(security_headers)  # added last: outermost, so 413s and 429s get them too
+    _document_errors(app)
     return app
+
+
+def _install_limits(app: FastAPI, settings: Settings) -> None:
+    app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
+    if settings.rate_limit_per_minute:
+        app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
+
+
+def _document_errors(app: FastAPI) -> None:
+    """The schema lists the OpenAI-shaped error answers and not FastAPI's 422, which this app never sends."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = drop_validation_422(build())
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _own_broker(settings: Settings) -> bool:

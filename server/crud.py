@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from hubtune.destinations import DestinationRefused, check_url
@@ -136,6 +136,31 @@ def _check_file(session: Session, key: ApiKey, file_id: str, param: str) -> None
         )
 
 
+# Jobs that wait for a worker: what max_queued_jobs_per_owner counts.
+WAITING = (Status.VALIDATING_FILES.value, Status.QUEUED.value, Status.PAUSED.value)
+QUEUED_LIMIT_RETRY_AFTER = 60  # seconds: a hint for scripts; the limit lifts when a job starts or ends
+
+
+def _check_queued_limit(session: Session, key: ApiKey, settings: Settings) -> None:
+    """429 when the owner already has max_queued_jobs_per_owner jobs waiting. `x-should-retry: false`
+    because the limit lifts only when one of those jobs starts, not in the seconds a client would wait.
+    (Two creates racing may both pass: the limit is a fairness bound, not an exact count.)"""
+    limit = settings.max_queued_jobs_per_owner
+    if not limit:
+        return
+    waiting = session.scalar(
+        select(func.count()).select_from(Job).where(Job.owner == key.owner, Job.status.in_(WAITING))
+    )
+    if waiting >= limit:
+        raise ApiError(
+            429,
+            f"You have {waiting} fine-tuning jobs waiting (validating_files, queued or paused); the limit "
+            f"is {limit} per owner. Wait for one to start, or cancel one, and submit again.",
+            code="too_many_queued_jobs",
+            headers={"Retry-After": str(QUEUED_LIMIT_RETRY_AFTER), "x-should-retry": "false"},
+        )
+
+
 def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Settings) -> Job:
     """Check the request against the database and the hub naming rules, add the job row, its first
     event and the prepare doorbell (sent only once the caller commits)."""
@@ -160,6 +185,10 @@ def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Set
             raise bad_request(str(exc), param="webhook_url", code="invalid_webhook_url") from None
     if request.validation_file is not None:
         _check_file(session, key, request.validation_file, "validation_file")
+    if request.priority > 0 and not key.is_admin:
+        raise ApiError(403, "Only an admin key can give a job a priority above 0.", param="priority",
+                       code="forbidden")
+    _check_queued_limit(session, key, settings)
 
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31 - 1)
     spec["seed"] = seed
@@ -175,6 +204,7 @@ def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Set
         seed=seed,
         spec=spec,
         webhook_url=request.webhook_url,
+        priority=request.priority,
         attempts=0,
         max_attempts=settings.max_attempts,
         lease_token=0,

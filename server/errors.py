@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def _guess_param(msg: str, fields: tuple[str, ...]) -> str | None:
 
 JOB_FIELDS = (
     "training_file", "validation_file", "model", "suffix", "seed", "method", "hyperparameters",
-    "metadata", "task", "tuning", "training", "hub",
+    "metadata", "task", "tuning", "training", "hub", "webhook_url", "priority",
 )
 
 
@@ -212,3 +213,47 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(Exception, _unexpected)
+
+
+# --- the error responses in the OpenAPI schema ------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer: `{"error": {message, type, param, code}}`."""
+
+    error: ErrorDetail
+
+
+_ERROR_STATUSES = {
+    400: "Invalid request: `param` names the offending field or header",
+    401: "Missing or invalid API key",
+    403: "The key may not do this (admin only, or a dashboard action without its CSRF token)",
+    404: "No such object, or it belongs to another owner",
+    409: "Conflict: the object is changing state, or an Idempotency-Key reused with another body",
+    413: "The upload is larger than the server's limit",
+    429: "Rate limit or per-owner job limit reached; see Retry-After",
+    500: "Server error",
+}
+# Documented for every route (app-wide), so that clients and schema checkers know the error shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text} for status, text in _ERROR_STATUSES.items()
+}
+
+
+def drop_validation_422(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents a 422 with its own body on every route with parameters; this app answers a
+    validation error with a 400 in the OpenAI shape instead, so the 422 entries are removed."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if isinstance(operation, dict):
+                operation.get("responses", {}).pop("422", None)
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    return schema

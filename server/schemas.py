@@ -112,6 +112,7 @@ class JobPublic(BaseModel):
     result: dict[str, Any] | None
     attempts: int
     max_attempts: int
+    priority: int = 0
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
@@ -154,6 +155,7 @@ class JobPublic(BaseModel):
             result=job.result,
             attempts=job.attempts or 0,
             max_attempts=job.max_attempts,
+            priority=job.priority or 0,
         )
 
 

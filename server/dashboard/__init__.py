@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from server.dashboard.routes import router
-from server.dashboard.security import security_headers
 
 STATIC = Path(__file__).parent / "static"
 
@@ -17,4 +16,3 @@ STATIC = Path(__file__).parent / "static"
 def install_dashboard(app: FastAPI) -> None:
     app.include_router(router)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
-    app.middleware("http")(security_headers)

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 from hubtune.ids import new_id
 from hubtune.models import File, now
-from hubtune.storage import TooLarge
+from hubtune.storage import LineTooLong, TooLarge
 from server import crud
 from server.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
 from server.errors import ApiError, bad_request, not_found
@@ -34,7 +34,14 @@ def upload_file(
         )
     file_id = new_id("file")
     try:
-        stored = storage.save_file(file_id, file.file, max_bytes=settings.max_upload_bytes)
+        stored = storage.save_file(
+            file_id, file.file, max_bytes=settings.max_upload_bytes, max_line_bytes=settings.max_line_bytes
+        )
+    except LineTooLong as exc:
+        raise bad_request(
+            f"Line {exc.line} of the file is longer than the limit of {exc.limit} bytes.", param="file",
+            code="line_too_long",
+        ) from None
     except TooLarge:
         raise ApiError(
             413, f"The file is larger than the limit of {settings.max_upload_bytes} bytes.", param="file",

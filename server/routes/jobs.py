@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
+from sqlalchemy.exc import IntegrityError
 
 from hubtune.models import Job
 from hubtune.spec import JobRequest
-from server import crud
+from server import crud, idempotency
 from server.deps import CurrentKey, SessionDep, SettingsDep
 from server.schemas import CheckpointList, CheckpointPublic, EventList, EventPublic, JobList, JobPublic
 
@@ -18,14 +19,35 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
 Limit = Annotated[int, Query(ge=1, le=100)]
+IDEMPOTENCY_DOC = (
+    "Makes retries safe: the same key with the same body returns the job the first request created; "
+    "the same key with another body is a 409."
+)
 
 
 @router.post("", response_model=JobPublic)
-def create_job(session: SessionDep, key: CurrentKey, settings: SettingsDep, body: JobRequest) -> JobPublic:
+def create_job(
+    session: SessionDep, key: CurrentKey, settings: SettingsDep, body: JobRequest,
+    idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER, description=IDEMPOTENCY_DOC)] = None,
+) -> JobPublic:
+    ikey = idempotency.check_key(idempotency_key)
+    digest = idempotency.request_hash(body) if ikey else ""
+    if ikey and (earlier := idempotency.replay(session, key.owner, ikey, digest)) is not None:
+        return JobPublic.of(earlier)  # the same request again: the same job, and no second doorbell
     job = crud.create_job(session, key, body, settings)
     job_id = job.id
+    if ikey:
+        idempotency.remember(session, key.owner, ikey, digest, job_id)
     try:
         session.commit()  # the prepare doorbell goes out here, after the row is committed
+    except IntegrityError:
+        # Only the idempotency key's primary key can clash: a concurrent request with the same key
+        # won. Our job was rolled back with it (no doorbell went out); answer with the winner's job.
+        session.rollback()
+        earlier = idempotency.replay(session, key.owner, ikey, digest) if ikey else None
+        if earlier is None:
+            raise
+        return JobPublic.of(earlier)
     except Exception:
         # The commit may have succeeded and only the doorbell failed (broker down): then the job exists
         # and answering 500 would make the client submit it twice.
