@@ -8,8 +8,8 @@ import enum
 import secrets
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session, aliased
 
 from hubtune.models import Job, JobEvent, now
 
@@ -77,11 +77,13 @@ def transition(
     message: str,
     level: str = "info",
     data: dict[str, Any] | None = None,
+    where: tuple = (),
     **fields: Any,
 ) -> bool:
     """Move job `job_id` from one of `expect` (and lease `expect_token`) to `to`.
 
-    Returns False, writing nothing, when the row has moved on. `fields` are set on the row too.
+    Returns False, writing nothing, when the row has moved on. `fields` are set on the row too;
+    `where` adds conditions to the guard (an expired lease, an owner under its running limit).
     """
     expected = {expect} if isinstance(expect, Status) else set(expect)
     for src in expected:
@@ -95,6 +97,8 @@ def transition(
     stmt = update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in expected]))
     if expect_token is not None:
         stmt = stmt.where(Job.lease_token == expect_token)
+    if where:
+        stmt = stmt.where(*where)
     result = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
     if result.rowcount != 1:
         return False
@@ -106,11 +110,18 @@ def transition(
     return True
 
 
-def claim(session: Session, job_id: str, *, owner: str, lease_seconds: float) -> int | None:
-    """Take the lease on a queued job: queued -> running with a new fencing token, or None."""
-    job = session.execute(select(Job.lease_token, Job.attempts).where(Job.id == job_id)).one_or_none()
+def claim(session: Session, job_id: str, *, owner: str, lease_seconds: float,
+          max_running_per_owner: int = 0) -> int | None:
+    """Take the lease on a queued job: queued -> running with a new fencing token, or None.
+
+    With `max_running_per_owner`, the claim only happens while the job's owner runs fewer jobs.
+    """
+    job = session.execute(select(Job.lease_token, Job.attempts, Job.owner).where(Job.id == job_id)).one_or_none()
     if job is None:
         return None
+    where: tuple = ()
+    if max_running_per_owner:
+        where = (_running_count(job.owner) < max_running_per_owner,)
     # A random increment keeps tokens unguessable while still growing with every claim.
     token = job.lease_token + 1 + secrets.randbelow(1000)
     ok = transition(
@@ -119,6 +130,7 @@ def claim(session: Session, job_id: str, *, owner: str, lease_seconds: float) ->
         Status.RUNNING,
         expect=Status.QUEUED,
         message=f"Fine-tuning job started on {owner}",
+        where=where,
         lease_owner=owner,
         lease_token=token,
         lease_expires_at=now() + lease_seconds,
@@ -130,10 +142,54 @@ def claim(session: Session, job_id: str, *, owner: str, lease_seconds: float) ->
     return token if ok else None
 
 
-def _fence(session: Session, job_id: str, token: int, **fields: Any) -> None:
+def claim_next(session: Session, queue: str, *, owner: str, lease_seconds: float,
+               max_running_per_owner: int = 0, candidates: int = 20) -> tuple[str, int] | None:
+    """Claim the best queued job of `queue`: highest priority, then oldest, skipping owners already at
+    `max_running_per_owner` running jobs. Returns (job id, token), or None when nothing can run.
+
+    A doorbell is only a hint that a queue has work: which job runs is decided here, from the rows.
+    """
+    stmt = select(Job.id).where(Job.status == Status.QUEUED.value, Job.queue == queue)
+    if max_running_per_owner:
+        _lock_claims(session, queue)
+        busy = (select(Job.owner).where(Job.status == Status.RUNNING.value).group_by(Job.owner)
+                .having(func.count() >= max_running_per_owner))
+        stmt = stmt.where(Job.owner.not_in(busy))
+    ids = session.execute(stmt.order_by(Job.priority.desc(), Job.created_at, Job.id).limit(candidates)).scalars()
+    for job_id in list(ids):
+        # Another worker may take a candidate first (the guarded UPDATE misses): try the next one.
+        token = claim(session, job_id, owner=owner, lease_seconds=lease_seconds,
+                      max_running_per_owner=max_running_per_owner)
+        if token is not None:
+            return job_id, token
+    return None
+
+
+def _running_count(owner: str):
+    other = aliased(Job)
+    return (select(func.count()).select_from(other)
+            .where(other.owner == owner, other.status == Status.RUNNING.value).scalar_subquery())
+
+
+def _lock_claims(session: Session, queue: str) -> None:
+    """PostgreSQL: serialise the claims of a queue until commit, so two workers cannot both take an
+    owner's last running slot (under READ COMMITTED each would miss the other's uncommitted claim).
+    One lock per queue, taken first, cannot deadlock; a claim holds it for milliseconds. SQLite already
+    serialises writers."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"hubtune-claim:{queue}"})
+
+
+RUNNING_ONLY = frozenset({Status.RUNNING})
+# A paused job's worker still writes the checkpoint it saves at the stop step, under its own token.
+RUNNING_OR_PAUSED = frozenset({Status.RUNNING, Status.PAUSED})
+
+
+def _fence(session: Session, job_id: str, token: int, *, statuses: frozenset[Status] = RUNNING_ONLY,
+           **fields: Any) -> None:
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status == Status.RUNNING.value, Job.lease_token == token)
+        .where(Job.id == job_id, Job.status.in_([s.value for s in statuses]), Job.lease_token == token)
         .values(updated_at=now(), **fields)
         .execution_options(synchronize_session=False)
     )
@@ -154,10 +210,11 @@ def fenced_update(session: Session, job_id: str, *, token: int, **fields: Any) -
 
 def fenced_event(
     session: Session, job_id: str, *, token: int, message: str, type: str = "message",
-    level: str = "info", data: dict[str, Any] | None = None, **fields: Any,
+    level: str = "info", data: dict[str, Any] | None = None, statuses: frozenset[Status] = RUNNING_ONLY,
+    **fields: Any,
 ) -> None:
-    """Write an event (and job fields) only while this lease still holds."""
-    _fence(session, job_id, token, **fields)
+    """Write an event (and job fields) only while this lease still holds (in one of `statuses`)."""
+    _fence(session, job_id, token, statuses=statuses, **fields)
     add_event(session, job_id, message, level=level, type=type, data=data)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from hubtune.db import session_scope
-from hubtune.lifecycle import LeaseLost, fenced_event
+from hubtune.lifecycle import RUNNING_OR_PAUSED, LeaseLost, fenced_event
 from hubtune.models import Checkpoint, Job, now
 from worker.lease import Lease
 
@@ -17,8 +17,9 @@ from worker.lease import Lease
 class JobHooks:
     """The engine's hooks for one job: metrics and checkpoints go to the database under the lease."""
 
-    def __init__(self, lease: Lease) -> None:
+    def __init__(self, lease: Lease, plan: Any = None) -> None:
         self.lease = lease
+        self.plan = plan  # the TrainPlan: should_stop() turns off its stop-step checkpoint when taken over
         self.started = time.monotonic()
         self.total_steps = 0
 
@@ -49,21 +50,31 @@ class JobHooks:
         self._guard(self.lease.write, f"Step {step}/{self.total_steps}", type="metrics", data=metrics, **fields)
 
     def on_checkpoint(self, *, step: int, path: Path, metrics: dict[str, Any]) -> None:
+        # Allowed while paused: pausing stops training at the next step, and the checkpoint saved at
+        # that step is what resume continues from. The token still has to be ours, so a worker whose
+        # job was taken over (re-queued, re-claimed) cannot record anything.
         def write() -> None:
             with session_scope() as session:
-                fenced_event(session, self.lease.job_id, token=self.lease.token,
+                fenced_event(session, self.lease.job_id, token=self.lease.token, statuses=RUNNING_OR_PAUSED,
                              message=f"Checkpoint saved at step {step}", data={"step": step})
                 session.add(Checkpoint(job_id=self.lease.job_id, step=step, path=str(path), metrics=metrics))
                 _ring_checkpoint_push(session, self.lease.job_id)
 
-        self._guard(write)
+        self._guard(self.lease.retrying, write)
 
     def on_evaluation(self, *, stage: str, message: str, data: dict[str, Any]) -> None:
         # stage "baseline" (before the first step) or "final" (after training): a message event.
         self._guard(self.lease.write, message, data={"stage": stage, **data})
 
     def should_stop(self) -> bool:
-        return not self.lease.still_ours()
+        if self.lease.still_ours():
+            return False
+        # Only a pause keeps the checkpoint saved at the stop step. A worker whose job was cancelled or
+        # re-queued and claimed elsewhere (it froze past its lease) must not write into the job's
+        # checkpoints folder, which the new holder is using.
+        if self.plan is not None and not self.lease.paused_under_us():
+            self.plan.checkpoint_on_stop = False
+        return True
 
 
 def _ring_checkpoint_push(session, job_id: str) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from hubtune.db import session_scope
 from hubtune.lifecycle import Stage, Status, add_event, transition
-from hubtune.models import File, Job
+from hubtune.models import File, Job, now
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, TRAIN, ring
 from hubtune.settings import get_settings
 from hubtune.spec import JobRequest
@@ -42,6 +42,9 @@ def run_prepare(job_id: str) -> None:
         files = _file_paths(session, job)
         owner = job.owner
         job.stage = Stage.PREPARING.value
+        # Progress the sweeper can see: it re-rings prepare only for jobs untouched this long. A duplicate
+        # prepare is harmless anyway: the move to queued below is guarded, so only one of them rings train.
+        job.updated_at = now()
     try:
         hub = hub_for_owner(get_settings(), owner)
         pinned = _pull_datasets(hub, files)

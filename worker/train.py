@@ -8,9 +8,11 @@ import shutil
 import socket
 
 from hubtune.db import session_scope
-from hubtune.lifecycle import LeaseLost, Stage, Status, claim, hand_over, transition
+from sqlalchemy import select
+
+from hubtune.lifecycle import LeaseLost, Stage, Status, claim_next, hand_over, transition
 from hubtune.models import Job
-from hubtune.queue import PUBLISH, ring
+from hubtune.queue import DEFAULT_TRAIN_QUEUE, PUBLISH, ring
 from hubtune.settings import get_settings
 from hubtune.spec import JobRequest
 from hubtune.storage import Storage
@@ -28,12 +30,18 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_train(job_id: str) -> None:
+def run_train(hint_job_id: str) -> None:
+    """The doorbell names a job, but only as a hint that its queue has work: claim the best queued job
+    of that queue (priority, age, owners' running limits). A duplicate doorbell then claims nothing."""
     settings = get_settings()
     with session_scope() as session:
-        token = claim(session, job_id, owner=worker_name(), lease_seconds=settings.lease_seconds)
-    if token is None:
-        return  # not queued any more: done, cancelled, or running elsewhere
+        queue = session.execute(select(Job.queue).where(Job.id == hint_job_id)).scalar_one_or_none()
+        claimed = claim_next(session, queue or DEFAULT_TRAIN_QUEUE, owner=worker_name(),
+                             lease_seconds=settings.lease_seconds,
+                             max_running_per_owner=settings.max_running_jobs_per_owner)
+    if claimed is None:
+        return  # nothing runnable: done, cancelled, running elsewhere, or its owner is at the limit
+    job_id, token = claimed
     set_current_job(job_id)
     try:
         with Lease(job_id, token, lease_seconds=settings.lease_seconds,
@@ -78,7 +86,7 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
         tuning=request.tuning, training=request.training, hyperparameters=hyper, resume_from=resume_from,
         trust_remote_code=settings.trusts_remote_code(repo_id),
     )
-    hooks = JobHooks(lease)
+    hooks = JobHooks(lease, plan)
     result = train(plan, hooks)
     if result.stopped or lease.lost.is_set():
         shutil.rmtree(staging, ignore_errors=True)
@@ -92,11 +100,15 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
         "evaluation": result.evaluation,
         "world_size": result.data.get("world_size", 1),
     }
-    with session_scope() as session:
-        hand_over(
-            session, job_id, token=lease.token, stage=Stage.PUBLISHING,
-            message="Training finished; publishing to the hub",
-            data={"metrics": result.metrics, "steps": result.steps},
-            artifact_path=str(artifact), result=summary, trained_tokens=result.trained_tokens,
-        )
-        ring(session, PUBLISH, job_id)
+
+    def finish() -> None:
+        with session_scope() as session:
+            hand_over(
+                session, job_id, token=lease.token, stage=Stage.PUBLISHING,
+                message="Training finished; publishing to the hub",
+                data={"metrics": result.metrics, "steps": result.steps},
+                artifact_path=str(artifact), result=summary, trained_tokens=result.trained_tokens,
+            )
+            ring(session, PUBLISH, job_id)
+
+    lease.retrying(finish)

@@ -37,6 +37,9 @@ def run_up(args: argparse.Namespace) -> int:
     import_demo_model()
     host, port = args.host or settings.host, args.port or settings.port
     worker = start_worker()
+    from hubtune.sweeper import start_thread
+
+    start_thread(settings)  # recovers jobs of a crashed worker and lost doorbells, as in the distributed setup
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning"))
     print(f"hubtune is up: http://{host}:{port}  (data in {settings.data_dir.resolve()})", flush=True)
     outcome: dict[str, int] = {}

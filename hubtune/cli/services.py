@@ -12,7 +12,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="bind address (default HUBTUNE_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default HUBTUNE_PORT, 8000)")
     p.add_argument("--no-migrate", action="store_true", help="do not apply database migrations first")
+    p.add_argument("--no-sweeper", action="store_true",
+                   help="do not run the sweeper in this process (run `hubtune sweeper` elsewhere instead)")
     p.set_defaults(func=run_server)
+
+    s = sub.add_parser("sweeper", help="re-queue jobs of dead workers and re-ring lost doorbells, periodically")
+    s.add_argument("--once", action="store_true", help="one pass, print what it did, and exit")
+    s.set_defaults(func=run_sweeper)
 
     w = sub.add_parser("worker", help="run a Celery worker")
     w.add_argument("--queues", default=",".join(ALL_QUEUES), help="comma-separated queues to serve")
@@ -31,6 +37,12 @@ def run_server(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not args.no_migrate:
         upgrade(settings.resolved_database_url)
+    if not args.no_sweeper:
+        # Every server process sweeps: wherever the API runs, lost jobs are recovered. Several
+        # sweepers at once are harmless (guarded UPDATEs).
+        from hubtune.sweeper import start_thread
+
+        start_thread(settings)
     uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
                 log_level="info")
     return 0
@@ -47,4 +59,20 @@ def run_worker(args: argparse.Namespace) -> int:
         "--pool", "prefork", "--without-gossip", "--without-mingle",
     ]
     app.worker_main(argv)
+    return 0
+
+
+def run_sweeper(args: argparse.Namespace) -> int:
+    import logging
+    import threading
+
+    from hubtune.settings import get_settings
+    from hubtune.sweeper import run_forever, sweep
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.once:
+        report = sweep(get_settings())
+        print(f"re-queued {len(report.requeued)}, failed {len(report.failed)}, doorbells {len(report.rung)}")
+        return 0
+    run_forever(threading.Event(), get_settings())
     return 0
