@@ -1,0 +1,134 @@
+"""A plain transformers + peft fine-tuning script: the baseline the benchmarks hold hubtune against.
+
+Written the way one trains by hand (AutoModel + LoraConfig + Trainer, pad to the longest in the
+batch, no hubtune code at all), with the same data, LoRA settings, steps, batch, learning rate and
+seed as the hubtune job it is compared with. ``plain_train`` returns where its time went:
+load (tokenizer, model, LoRA), tokenize, train (trainer.train(): the optimizer steps, and one
+checkpoint at the last step as the hubtune job saves), evaluate, save.
+
+    python bench/plain_peft.py SPEC_JSON     # prints the result as JSON (what the benches run)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+# LoRA targets as hubtune's "auto" picks them for these architectures, and the new classification head.
+TARGETS = {"bert": ["query", "key", "value", "dense"],
+           "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+
+
+def _encode_classification(tokenizer, rows, label2id, max_len):
+    return [{**tokenizer(r["text"], truncation=True, max_length=max_len), "labels": label2id[r["label"]]}
+            for r in rows]
+
+
+def _encode_completion(tokenizer, rows, max_len):
+    """bos + prompt + completion + eos, the prompt masked out of the loss."""
+    out = []
+    for r in rows:
+        prompt = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
+        full = tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]
+        ids = [tokenizer.bos_token_id] + full + [tokenizer.eos_token_id]
+        labels = [-100] * (1 + len(prompt)) + ids[1 + len(prompt):]
+        out.append({"input_ids": ids[:max_len], "labels": labels[:max_len]})
+    return [f for f in out if any(x != -100 for x in f["labels"])]
+
+
+class PadToLongest:
+    """Pads a batch to its longest example; counts the real (non-padding) tokens it hands out."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id, self.tokens, self.positions = pad_id, 0, 0
+
+    def __call__(self, features):
+        import torch
+
+        n = max(len(f["input_ids"]) for f in features)
+        ids, mask, labels = [], [], []
+        for f in features:
+            k = len(f["input_ids"])
+            ids.append(list(f["input_ids"]) + [self.pad_id] * (n - k))
+            mask.append([1] * k + [0] * (n - k))
+            lab = f["labels"]
+            labels.append(lab if isinstance(lab, int) else list(lab) + [-100] * (n - k))
+            self.tokens += k
+        self.positions += n * len(features)
+        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
+
+
+def plain_train(spec: dict) -> dict:
+    """spec: model_dir, task, train_rows, valid_rows (or None), steps, batch, lr, seed, max_len,
+    output_dir, r, alpha, dropout; optional bf16, gradient_checkpointing, device."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, Trainer,
+                              TrainingArguments, set_seed)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    t = {"start": time.monotonic()}
+    set_seed(spec["seed"])
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+    classification = spec["task"] == "sequence_classification"
+    if classification:
+        labels = sorted({r["label"] for r in spec["train_rows"]})
+        label2id = {lab: i for i, lab in enumerate(labels)}
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec["model_dir"], num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+            dtype=torch.float32)
+        save, task_type = ["classifier"], "SEQ_CLS"
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
+        save, task_type = None, "CAUSAL_LM"
+    targets = TARGETS[model.config.model_type]
+    model = get_peft_model(model, LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
+                                             target_modules=targets, modules_to_save=save, task_type=task_type))
+    t["load"] = time.monotonic()
+
+    def encode(rows):
+        if classification:
+            return _encode_classification(tokenizer, rows, label2id, spec["max_len"])
+        return _encode_completion(tokenizer, rows, spec["max_len"])
+
+    train_ds = encode(spec["train_rows"])
+    valid_ds = encode(spec["valid_rows"]) if spec.get("valid_rows") else None
+    t["tokenize"] = time.monotonic()
+    collator = PadToLongest(tokenizer.pad_token_id)
+    gc = bool(spec.get("gradient_checkpointing"))
+    args = TrainingArguments(
+        output_dir=str(spec["output_dir"]), max_steps=spec["steps"], per_device_train_batch_size=spec["batch"],
+        per_device_eval_batch_size=spec["batch"], learning_rate=spec["lr"], lr_scheduler_type="linear",
+        seed=spec["seed"], data_seed=spec["seed"], logging_steps=10, save_strategy="steps",
+        save_steps=spec["steps"], report_to="none", disable_tqdm=True, remove_unused_columns=False,
+        bf16=bool(spec.get("bf16")), gradient_checkpointing=gc,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gc else None,
+        dataloader_pin_memory=torch.cuda.is_available(), use_cpu=spec.get("device") == "cpu",
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds, data_collator=collator)
+    t["setup"] = time.monotonic()
+    out = trainer.train()
+    t["train"] = time.monotonic()
+    tokens, positions = collator.tokens, collator.positions
+    eval_loss = trainer.evaluate()["eval_loss"] if valid_ds else None
+    t["evaluate"] = time.monotonic()
+    model.save_pretrained(spec["output_dir"])
+    tokenizer.save_pretrained(spec["output_dir"])
+    t["save"] = time.monotonic()
+    names = ["start", "load", "tokenize", "setup", "train", "evaluate", "save"]
+    phases = {f"{b}_s": round(t[b] - t[a], 4) for a, b in zip(names, names[1:])}
+    return {"phases": phases, "train_phase_s": phases["train_s"], "total_s": round(t["save"] - t["start"], 4),
+            "train_loss": float(out.training_loss), "eval_loss": eval_loss, "trained_tokens": tokens,
+            "fed_positions": positions, "steps": int(trainer.state.global_step),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1]) if not sys.argv[1].startswith("@") else json.loads(Path(sys.argv[1][1:]).read_text())
+    began = time.monotonic()
+    result = plain_train(spec)
+    print("RESULT " + json.dumps(result))
