@@ -5,6 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +107,26 @@ def assert_error(response, status: int, *, param: str | None = "<any>", code: st
     return error
 
 
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """uvicorn serving `app` on 127.0.0.1:<free port> in a background thread; yields its base URL."""
+    import uvicorn
+
+    from tests.support.services import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
