@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from hubtune.models import HubCredential, Trigger
 from hubtune.spec import JobRequest
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it here, naming the field, rather than fail the insert.
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class CredentialCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(default="", max_length=128)
+    name: Text = Field(default="", max_length=128)
     # SecretStr: never echoed, never in a validation error's input.
     token: SecretStr = Field(min_length=1, max_length=4096)
 
@@ -39,9 +49,9 @@ class TriggerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # The dataset repo to watch; the job's hub dataset files in this repo are pinned to each new commit.
-    repo_id: str = Field(min_length=1, max_length=96)
+    repo_id: Text = Field(min_length=1, max_length=96)
     # Only changes to files matching this glob (e.g. "data/*.jsonl") start a job; None: any change.
-    path_pattern: str | None = Field(default=None, min_length=1, max_length=256)
+    path_pattern: Text | None = Field(default=None, min_length=1, max_length=256)
     job: JobRequest
 
 
