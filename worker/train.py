@@ -89,6 +89,9 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
     hooks = JobHooks(lease, plan)
     result = train(plan, hooks)
     if result.stopped or lease.lost.is_set():
+        # Paused, cancelled, or taken over by another worker (this one froze past its lease): the worker
+        # is free for the next job, and nothing of this run is published.
+        log.warning("job %s: training stopped at step %s (paused, cancelled or taken over)", job_id, result.steps)
         shutil.rmtree(staging, ignore_errors=True)
         return
     artifact = storage.artifact_dir(job_id)

@@ -35,9 +35,13 @@ class Stack:
         assert out.returncode == 0, f"hubtune {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
         return out.stdout
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.root / f"{name}.log", "w")
-        proc = subprocess.Popen(hubtune_cmd(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None,
+              own_group: bool = False) -> subprocess.Popen:
+        """Start `hubtune *args` as `name`; `own_group` puts it (and its Celery pool children) in a
+        process group of its own, so a fault test can kill or freeze the whole worker at once."""
+        log = open(self.root / f"{name}.log", "a")
+        proc = subprocess.Popen(hubtune_cmd(*args), env={**self.env, **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=own_group)
         self.procs.append((name, proc))
         return proc
 
