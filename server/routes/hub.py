@@ -85,6 +85,9 @@ def create_trigger(session: SessionDep, key: CurrentKey, settings: SettingsDep, 
             check_url(job.webhook_url, settings, resolve=False)
         except DestinationRefused as exc:
             raise bad_request(str(exc), param="job.webhook_url", code="invalid_webhook_url") from None
+    if job.priority > 0:  # the jobs start as the owner's, without an admin key to allow it
+        raise ApiError(403, "A trigger's job cannot have a priority above 0.", param="job.priority",
+                       code="forbidden")
     for field in ("training_file", "validation_file"):
         value = getattr(job, field)
         if value is not None and not is_dataset_ref(value):

@@ -88,6 +88,11 @@ def test_priority_is_bounded_stored_and_echoed(env):
         assert s.get(Job, high.json()["id"]).priority == 50
     got = env.client.get(f"/v1/fine_tuning/jobs/{high.json()['id']}", headers=auth(admin)).json()
     assert got["priority"] == 50
+    # A trigger's jobs start as its owner's, so its template cannot raise the priority either.
+    trigger = {"repo_id": "org/data", "job": {"model": MODEL, "training_file": "hf://datasets/org/data/t.jsonl",
+                                              "priority": 5}}
+    assert_error(env.client.post("/v1/hub/triggers", headers=auth(admin), json=trigger), 403,
+                 param="job.priority", code="forbidden")
 
 
 # --- rate limit ---------------------------------------------------------------------------------------
