@@ -88,8 +88,8 @@ def _row(name: str, outcomes: list[faults.Outcome]) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| Fault injected | Times | Jobs | Jobs lost | Jobs run twice | Time to recover, median / max (s) | Measured from |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| Fault injected | Times | Jobs | Jobs lost | Jobs run twice | Time to recover, median / max (s) "
+             "| Measured from |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['fault']} | {r['runs']} | {r['jobs']} | {r['lost']} | {r['twice']} | "
                      f"{r['recover_median_s']} / {r['recover_max_s']} | {r['recovery']} |")

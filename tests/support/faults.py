@@ -426,7 +426,8 @@ def priority_and_owner_limit(lab: Lab) -> dict[str, Any]:
     """alice queues two jobs at high priority, bob one at priority 0; two training slots and
     max_running_jobs_per_owner=1: alice's best job and bob's run first, alice's second waits."""
     lab.worker("cpu", queues="prepare,publish")
-    a_low, a_high = lab.create_job("alice", max_steps=20, save_steps=10), lab.create_job("alice", max_steps=20, save_steps=10)
+    a_low = lab.create_job("alice", max_steps=20, save_steps=10)
+    a_high = lab.create_job("alice", max_steps=20, save_steps=10)
     bob = lab.create_job("bob", max_steps=20, save_steps=10)
     for job_id in (a_low, a_high, bob):
         lab.wait_status(job_id, {"queued"})
