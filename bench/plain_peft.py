@@ -39,10 +39,12 @@ def _encode_completion(tokenizer, rows, max_len):
 
 
 class PadToLongest:
-    """Pads a batch to its longest example; counts the real (non-padding) tokens it hands out."""
+    """Pads a batch to its longest example; notes each batch's real (non-padding) tokens and positions."""
 
     def __init__(self, pad_id: int) -> None:
-        self.pad_id, self.tokens, self.positions = pad_id, 0, 0
+        self.pad_id = pad_id
+        self.batch_tokens: list[int] = []  # in the order the batches were made (= the steps' order)
+        self.batch_positions: list[int] = []
 
     def __call__(self, features):
         import torch
@@ -55,8 +57,8 @@ class PadToLongest:
             mask.append([1] * k + [0] * (n - k))
             lab = f["labels"]
             labels.append(lab if isinstance(lab, int) else list(lab) + [-100] * (n - k))
-            self.tokens += k
-        self.positions += n * len(features)
+        self.batch_tokens.append(sum(len(f["input_ids"]) for f in features))
+        self.batch_positions.append(n * len(features))
         return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
 
 
@@ -105,15 +107,19 @@ def plain_train(spec: dict) -> dict:
         per_device_eval_batch_size=spec["batch"], learning_rate=spec["lr"], lr_scheduler_type="linear",
         seed=spec["seed"], data_seed=spec["seed"], logging_steps=10, save_strategy="steps",
         save_steps=spec["steps"], report_to="none", disable_tqdm=True, remove_unused_columns=False,
-        bf16=bool(spec.get("bf16")), gradient_checkpointing=gc,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if gc else None,
+        bf16=bool(spec.get("bf16")),
+        **({"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}} if gc else {}),
         dataloader_pin_memory=torch.cuda.is_available(), use_cpu=spec.get("device") == "cpu",
     )
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds, data_collator=collator)
+    clock = StepClock()
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds, data_collator=collator,
+                      callbacks=[clock.callback()])
     t["setup"] = time.monotonic()
     out = trainer.train()
     t["train"] = time.monotonic()
-    tokens, positions = collator.tokens, collator.positions
+    # The batches the steps consumed (the data loader may have collated one more ahead).
+    steps = int(trainer.state.global_step)
+    tokens, positions = sum(collator.batch_tokens[:steps]), sum(collator.batch_positions[:steps])
     eval_loss = trainer.evaluate()["eval_loss"] if valid_ds else None
     t["evaluate"] = time.monotonic()
     model.save_pretrained(spec["output_dir"])
@@ -123,8 +129,42 @@ def plain_train(spec: dict) -> dict:
     phases = {f"{b}_s": round(t[b] - t[a], 4) for a, b in zip(names, names[1:])}
     return {"phases": phases, "train_phase_s": phases["train_s"], "total_s": round(t["save"] - t["start"], 4),
             "train_loss": float(out.training_loss), "eval_loss": eval_loss, "trained_tokens": tokens,
-            "fed_positions": positions, "steps": int(trainer.state.global_step),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+            "fed_positions": positions, "steps": steps,
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "steady": steady_rate(clock.times, collator.batch_tokens, skip=spec.get("skip_steps", 0))}
+
+
+class StepClock:
+    """When each optimizer step ended (on the accelerator's clock: synchronised first)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class _Cb(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                clock.times.append(time.monotonic())
+
+        return _Cb()
+
+
+def steady_rate(times: list[float], batch_tokens: list[int], *, skip: int) -> dict:
+    """Tokens per second over steps skip+1..last (the first steps pay CUDA/kernel warm-up)."""
+    if len(times) <= skip + 1:
+        return {}
+    first = max(skip, 1) - 1  # the window starts when step `first+1` ended
+    seconds = times[-1] - times[first]
+    tokens = sum(batch_tokens[first + 1:len(times)])
+    return {"steps": len(times) - first - 1, "seconds": round(seconds, 4), "tokens": tokens,
+            "tokens_per_s": tokens / seconds if seconds > 0 else None}
 
 
 if __name__ == "__main__":

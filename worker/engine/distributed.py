@@ -77,6 +77,12 @@ def _processes(n: int) -> int:
     return n
 
 
+def _flush_metrics(hooks) -> None:
+    from worker.engine.trainer import _flush_metrics as flush
+
+    flush(hooks)
+
+
 def _relay(line: str, hooks) -> None:
     event = json.loads(line)
     kind, args = event["kind"], event["args"]
@@ -85,6 +91,7 @@ def _relay(line: str, hooks) -> None:
     elif kind == "metrics":
         hooks.on_metrics(args["metrics"])
     elif kind == "checkpoint":
+        _flush_metrics(hooks)  # the steps before a checkpoint are written before its event
         hooks.on_checkpoint(step=args["step"], path=Path(args["path"]), metrics=args["metrics"])
     elif kind == "evaluation" and getattr(hooks, "on_evaluation", None) is not None:
         hooks.on_evaluation(**args)
@@ -144,6 +151,7 @@ def train_distributed(plan, hooks):
             time.sleep(POLL_S)
     finally:
         _stop_group(proc)
+        _flush_metrics(hooks)  # metrics the hooks still buffer (worker.hooks batches them)
     try:
         return _collect(workdir, proc.returncode, stopped=stop_asked is not None, n=n, result_type=TrainResult)
     finally:

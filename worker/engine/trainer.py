@@ -280,6 +280,13 @@ def _argmax_logits(logits, labels):
     return logits.argmax(dim=-1)
 
 
+def _flush_metrics(hooks) -> None:
+    """Hooks that batch metrics (worker.hooks.JobHooks) write what they hold; others have nothing to do."""
+    flush = getattr(hooks, "flush_metrics", None)
+    if flush is not None:
+        flush()
+
+
 def _make_callback(hooks: Hooks, plan: TrainPlan, counts: dict, state_box: dict):
     from transformers import TrainerCallback
 
@@ -326,12 +333,16 @@ def _make_callback(hooks: Hooks, plan: TrainPlan, counts: dict, state_box: dict)
                 hooks.on_metrics(metrics)
 
         def on_save(self, args, state, control, **kwargs):
+            _flush_metrics(hooks)  # the steps before a checkpoint are written before its event
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             metrics = self._base(state)
             for key in ("train_loss", "valid_loss", "valid_accuracy"):
                 if key in self.latest:
                     metrics[key] = self.latest[key]
             hooks.on_checkpoint(step=state.global_step, path=path, metrics=metrics)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            _flush_metrics(hooks)  # nothing buffered is lost when training ends early (stop, early stopping)
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step >= state.max_steps:
