@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.orm import Session
 
 from hubtune.destinations import DestinationRefused, check_url
@@ -144,10 +144,13 @@ QUEUED_LIMIT_RETRY_AFTER = 60  # seconds: a hint for scripts; the limit lifts wh
 def _check_queued_limit(session: Session, key: ApiKey, settings: Settings) -> None:
     """429 when the owner already has max_queued_jobs_per_owner jobs waiting. `x-should-retry: false`
     because the limit lifts only when one of those jobs starts, not in the seconds a client would wait.
-    (Two creates racing may both pass: the limit is a fairness bound, not an exact count.)"""
+    On PostgreSQL the owner's creates take turns (a transaction-scoped advisory lock) so that racing
+    requests cannot all pass the count; on SQLite writers take turns anyway."""
     limit = settings.max_queued_jobs_per_owner
     if not limit:
         return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:owner, 0))"), {"owner": key.owner})
     waiting = session.scalar(
         select(func.count()).select_from(Job).where(Job.owner == key.owner, Job.status.in_(WAITING))
     )

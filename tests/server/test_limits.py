@@ -230,3 +230,30 @@ def test_a_line_over_the_limit_is_refused_with_its_number(env_factory):
         assert s.scalar(sql_select(func.count()).select_from(File)) >= 1
     kept = sorted(p.name for p in (env.settings.storage_dir / "files").iterdir())
     assert len(kept) == 1  # the refused file left nothing behind
+
+
+def test_racing_creates_cannot_pass_the_queued_limit_together(postgres_url, tmp_path, monkeypatch):
+    """Each create pauses right after its count; without the owner's lock all six would count the
+    same jobs and pass."""
+    import threading
+
+    from server import crud
+
+    env = make_env(postgres_url, tmp_path / "data", max_queued_jobs_per_owner=2)
+    key = env.key()
+    f = upload(env.client, key)
+    real_check = crud._check_queued_limit
+
+    def slow_check(*args, **kwargs):
+        real_check(*args, **kwargs)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(crud, "_check_queued_limit", slow_check)
+    codes: list[int] = []
+    threads = [threading.Thread(target=lambda: codes.append(_create(env, key, f["id"]).status_code))
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(codes) == [200, 200, 429, 429, 429, 429]
