@@ -129,14 +129,25 @@ def test_openai_client_with_an_idempotency_key(live_server, tmp_path):
     gives up on the 409 at once although 409 is a status it retries by default."""
     env, base_url = live_server
     sent: list[str] = []
-    http = openai.DefaultHttpxClient(event_hooks={"request": [lambda request: sent.append(request.url.path)]})
+    keys: list[str | None] = []
+
+    def record(request) -> None:
+        sent.append(request.url.path)
+        keys.append(request.headers.get("idempotency-key"))
+
+    http = openai.DefaultHttpxClient(event_hooks={"request": [record]})
     client = openai.OpenAI(base_url=base_url, api_key=env.key(), max_retries=2, timeout=30, http_client=http)
     train = tmp_path / "train.jsonl"
     train.write_bytes(b'{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
     with train.open("rb") as fh:
         f = client.files.create(file=fh, purpose="fine-tune")
 
+    plain = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id)
+    assert keys[-1] is None  # what the README says: this client sends no key of its own
+    assert plain.status == "validating_files"
+
     first = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id, extra_headers={"Idempotency-Key": "abc"})
+    assert keys[-1] == "abc"
     again = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id, extra_headers={"Idempotency-Key": "abc"})
     assert again.id == first.id
 
