@@ -151,7 +151,7 @@ def claim_next(session: Session, queue: str, *, owner: str, lease_seconds: float
     """
     stmt = select(Job.id).where(Job.status == Status.QUEUED.value, Job.queue == queue)
     if max_running_per_owner:
-        _lock_claims(session, queue)
+        _lock_claims(session)
         busy = (select(Job.owner).where(Job.status == Status.RUNNING.value).group_by(Job.owner)
                 .having(func.count() >= max_running_per_owner))
         stmt = stmt.where(Job.owner.not_in(busy))
@@ -171,13 +171,13 @@ def _running_count(owner: str):
             .where(other.owner == owner, other.status == Status.RUNNING.value).scalar_subquery())
 
 
-def _lock_claims(session: Session, queue: str) -> None:
-    """PostgreSQL: serialise the claims of a queue until commit, so two workers cannot both take an
-    owner's last running slot (under READ COMMITTED each would miss the other's uncommitted claim).
-    One lock per queue, taken first, cannot deadlock; a claim holds it for milliseconds. SQLite already
-    serialises writers."""
+def _lock_claims(session: Session) -> None:
+    """PostgreSQL: serialise claims until commit, so two workers cannot both take an owner's last
+    running slot (under READ COMMITTED each would miss the other's uncommitted claim). One lock for all
+    queues (an owner's jobs may wait on several), taken first, so it cannot deadlock; a claim holds it
+    for milliseconds, and only when a per-owner limit is set. SQLite already serialises writers."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"hubtune-claim:{queue}"})
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext('hubtune-claim'))"))
 
 
 RUNNING_ONLY = frozenset({Status.RUNNING})
