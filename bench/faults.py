@@ -39,7 +39,7 @@ RECOVERY = {
     "sigkill": "fault -> another worker resumes from the checkpoint",
     "sigstop": "freeze -> another worker resumes (old one fenced out on waking)",
     "dying": "last death -> job failed with worker_lost (2 attempts)",
-    "redis": "restart -> every queued job claimed (a train worker starts meanwhile, ~10 s)",
+    "redis": "restart -> every queued job claimed (a train worker is started at the restart)",
     "postgres": "restart begins -> the worker's next heartbeat lands (same worker, same lease)",
     "server": "kill -> server healthy again (2 s down)",
     "duplicate": "doorbells sent -> the one claim",
