@@ -83,8 +83,10 @@ def run_hubtune(spec: dict) -> dict:
     training = Training(learning_rate=spec["lr"], max_seq_length=spec["max_len"], max_steps=spec["steps"],
                         save_steps=spec["steps"], eval_steps=10**6, validation_split=0.0, bf16=spec["bf16"],
                         packing=spec["packing"], gradient_checkpointing=spec["gradient_checkpointing"])
+    # A small validation file: hubtune evaluates base and tuned models (outside the counted steps).
     plan = TrainPlan(task="causal_lm", model_dir=Path(spec["model_dir"]), train_file=Path(spec["train_file"]),
-                     valid_file=None, output_dir=out / "artifact", checkpoints_dir=out / "checkpoints",
+                     valid_file=Path(spec["valid_file"]) if spec.get("valid_file") else None,
+                     output_dir=out / "artifact", checkpoints_dir=out / "checkpoints",
                      seed=spec["seed"], tuning=Tuning(type="lora", **LORA), training=training,
                      hyperparameters={"n_epochs": 100, "batch_size": spec["batch"], "learning_rate": spec["lr"]})
     hooks = TimingHooks()
@@ -166,6 +168,8 @@ def run_all(*, size: str, steps: int, batch: int, rows: int, max_len: int, skip:
         # Words are single WordPiece tokens here: lengths from 16 to about max_len tokens.
         data = causal_rows(rows, seed=0, min_words=16, max_words=max(17, max_len - 8))
         train_file = write_jsonl(tmp / "train.jsonl", data)
+        valid_file = write_jsonl(tmp / "valid.jsonl", causal_rows(32, seed=1, min_words=16,
+                                                                  max_words=max(17, max_len - 8)))
         tokenizer = llama_tokenizer()
         config = llama_config(size, vocab_size=len(tokenizer), tokenizer=tokenizer)
         lengths = [min(max_len, 2 + len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]))
@@ -176,7 +180,8 @@ def run_all(*, size: str, steps: int, batch: int, rows: int, max_len: int, skip:
               f"LoRA r={LORA['r']}, bf16 {cuda}", flush=True)
         results = {}
         for name in variants:
-            spec = {**VARIANTS[name], "model_dir": str(model_dir), "train_file": str(train_file), "steps": steps,
+            spec = {**VARIANTS[name], "model_dir": str(model_dir), "train_file": str(train_file),
+                    "valid_file": str(valid_file), "steps": steps,
                     "batch": batch, "lr": 2e-4, "seed": 42, "max_len": max_len, "bf16": cuda, "skip_steps": skip,
                     "output_dir": str(tmp / name.replace(" ", "-"))}
             spec.setdefault("packing", False)

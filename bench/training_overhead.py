@@ -140,15 +140,15 @@ def breakdown(db_url: str, job_id: str) -> dict:
         handed = next(e.created_at for e in events if e.message.startswith("Training finished"))
         trained_tokens = job.trained_tokens
     timings = metrics.get("timings_s", {})
-    engine_total = sum(timings.values())
+    engine_total = sum(v for k, v in timings.items() if k != "train_eval_s")  # that one is part of train_s
     return {
         "train_phase_s": metrics["train_phase_s"],
         "submit_to_running_s": round(started - created, 3),  # prepare + queueing
         # claim, hub snapshot, and the engine: data, tokenizer, model, LoRA, datasets, trainer set-up
         "model_load_s": round((handed - started) - engine_total + timings.get("load_s", 0) + timings.get("tokenize_s", 0)
                               + timings.get("trainer_setup_s", 0), 3),
-        "evaluation_s": round(timings.get("baseline_eval_s", 0) + timings.get("final_eval_s", 0)
-                              + timings.get("probes_s", 0), 3),
+        "evaluation_s": round(timings.get("baseline_eval_s", 0) + timings.get("train_eval_s", 0)
+                              + timings.get("final_eval_s", 0) + timings.get("probes_s", 0), 3),
         "save_s": timings.get("save_s", 0.0),
         "publish_s": round(finished - handed, 3),
         "end_to_end_s": round(finished - created, 3),

@@ -83,12 +83,11 @@ def _file_paths(session, job: Job) -> dict[str, tuple[str, Path | None]]:
 
 
 def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]], hub) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
     from worker.engine.data import check_validation, data_report, load_examples
     from worker.engine.evaluate import split_record
     from worker.engine.hparams import resolve_hyperparameters
     from worker.engine.sampling import check_training_options
+    from worker.engine.tokenizers import cached_tokenizer
 
     for param, (file_id, path) in files.items():
         if path is None:
@@ -100,7 +99,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     _check_method(request, task=train.task)
     check_training_options(request.training, task=train.task, labels=train.labels)
     model_dir, revision = _pull_model(request.model, hub)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = cached_tokenizer(model_dir, revision=revision)  # read-only here: kept warm per commit
     report = data_report(train, tokenizer=tokenizer, max_seq_length=request.training.max_seq_length)
     # Without a validation file the trainer evaluates on a seeded held-out split: record which lines.
     split = split_record(train, valid if "validation_file" in files else None,
