@@ -106,7 +106,8 @@ def run_plain(spec: dict) -> dict:
     from bench.plain_peft import plain_train
     from bench.workloads import read_jsonl
 
-    return plain_train({"model_dir": spec["model_dir"], "task": "causal_lm", "train_rows": read_jsonl(spec["train_file"]),
+    return plain_train({"model_dir": spec["model_dir"], "task": "causal_lm",
+                        "train_rows": read_jsonl(spec["train_file"]),
                         "valid_rows": None, "steps": spec["steps"], "batch": spec["batch"], "lr": spec["lr"],
                         "seed": spec["seed"], "max_len": spec["max_len"], "output_dir": spec["output_dir"],
                         "bf16": spec["bf16"], "skip_steps": spec["skip_steps"],
@@ -172,8 +173,8 @@ def run_all(*, size: str, steps: int, batch: int, rows: int, max_len: int, skip:
                                                                   max_words=max(17, max_len - 8)))
         tokenizer = llama_tokenizer()
         config = llama_config(size, vocab_size=len(tokenizer), tokenizer=tokenizer)
-        lengths = [min(max_len, 2 + len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]))
-                   for r in data]
+        lengths = [min(max_len, 2 + len(tokenizer(r["prompt"] + r["completion"],
+                                                  add_special_tokens=False)["input_ids"])) for r in data]
         peak, device = peak_flops(peak_tflops)
         print(f"{size}: {config.num_hidden_layers} layers, hidden {config.hidden_size}; device {device}; "
               f"{steps} steps of batch {batch} ({skip} warm-up steps not counted), max_seq_length {max_len}, "

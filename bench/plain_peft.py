@@ -108,7 +108,8 @@ def plain_train(spec: dict) -> dict:
         seed=spec["seed"], data_seed=spec["seed"], logging_steps=10, save_strategy="steps",
         save_steps=spec["steps"], report_to="none", disable_tqdm=True, remove_unused_columns=False,
         bf16=bool(spec.get("bf16")),
-        **({"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}} if gc else {}),
+        **({"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
+           if gc else {}),
         dataloader_pin_memory=torch.cuda.is_available(), use_cpu=spec.get("device") == "cpu",
     )
     clock = StepClock()

@@ -145,8 +145,8 @@ def breakdown(db_url: str, job_id: str) -> dict:
         "train_phase_s": metrics["train_phase_s"],
         "submit_to_running_s": round(started - created, 3),  # prepare + queueing
         # claim, hub snapshot, and the engine: data, tokenizer, model, LoRA, datasets, trainer set-up
-        "model_load_s": round((handed - started) - engine_total + timings.get("load_s", 0) + timings.get("tokenize_s", 0)
-                              + timings.get("trainer_setup_s", 0), 3),
+        "model_load_s": round((handed - started) - engine_total + timings.get("load_s", 0)
+                              + timings.get("tokenize_s", 0) + timings.get("trainer_setup_s", 0), 3),
         "evaluation_s": round(timings.get("baseline_eval_s", 0) + timings.get("train_eval_s", 0)
                               + timings.get("final_eval_s", 0) + timings.get("probes_s", 0), 3),
         "save_s": timings.get("save_s", 0.0),
@@ -230,9 +230,11 @@ def report(w: Workload, plain: list[dict], hub: list[dict]) -> dict:
     p_total, h_total = median(plain, "process_wall_s"), median(hub, "end_to_end_s")
     ratio = p_train / h_train
     print(f"\n{w.name}: {w.steps} steps, batch {w.batch}, LoRA r={LORA['r']}; {len(plain)} runs each, alternating")
-    print(f"  training phase (best)   plain {p_train:7.2f} s   hubtune {h_train:7.2f} s   ratio plain/hubtune {ratio:.3f}")
+    print(f"  training phase (best)   plain {p_train:7.2f} s   hubtune {h_train:7.2f} s"
+          f"   ratio plain/hubtune {ratio:.3f}")
     print(f"  training phase (median) plain {median(plain, 'train_phase_s'):7.2f} s   hubtune "
-          f"{median(hub, 'train_phase_s'):7.2f} s   ratio {median(plain, 'train_phase_s') / median(hub, 'train_phase_s'):.3f}"
+          f"{median(hub, 'train_phase_s'):7.2f} s   "
+          f"ratio {median(plain, 'train_phase_s') / median(hub, 'train_phase_s'):.3f}"
           f"   (runs: plain {[r['train_phase_s'] for r in plain]}, hubtune {[r['train_phase_s'] for r in hub]})")
     print(f"  tokens trained          plain {plain[0]['trained_tokens']}   hubtune {hub[0]['trained_tokens']}"
           f"   final train loss plain {plain[0]['train_loss']:.4f} hubtune {hub[0]['train_loss']:.4f}")
@@ -241,8 +243,8 @@ def report(w: Workload, plain: list[dict], hub: list[dict]) -> dict:
     print("  hubtune breakdown (median): " + ", ".join(
         f"{k.removesuffix('_s')} {median(hub, k):.2f} s" for k in
         ("submit_to_running_s", "model_load_s", "train_phase_s", "evaluation_s", "save_s", "publish_s")))
-    print("  plain breakdown (median):   " + ", ".join(f"{k.removesuffix('_s')} {statistics.median(r['phases'][k] for r in plain):.2f} s"
-                                              for k in plain[0]["phases"])
+    print("  plain breakdown (median):   " + ", ".join(
+        f"{k.removesuffix('_s')} {statistics.median(r['phases'][k] for r in plain):.2f} s" for k in plain[0]["phases"])
           + f", python+imports {median(plain, 'process_wall_s') - median(plain, 'total_s'):.2f} s")
     return {"workload": w.name, "ratio": ratio, "plain_train_s": p_train, "hubtune_train_s": h_train,
             "overhead_s": h_total - p_total}
