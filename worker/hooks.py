@@ -28,8 +28,10 @@ class JobHooks:
         self._metrics_flushed = self.started
 
     def _guard(self, fn, *args, **kwargs) -> None:
+        # A database blip (PostgreSQL restarting) is retried while the lease is surely still ours
+        # (Lease.retrying); a lost lease stops training at the next step instead of failing the job.
         try:
-            fn(*args, **kwargs)
+            self.lease.retrying(lambda: fn(*args, **kwargs))
         except LeaseLost:
             self.lease.lost.set()
 
@@ -89,7 +91,7 @@ class JobHooks:
                 session.add(Checkpoint(job_id=self.lease.job_id, step=step, path=str(path), metrics=metrics))
                 _ring_checkpoint_push(session, self.lease.job_id)
 
-        self._guard(self.lease.retrying, write)
+        self._guard(write)
 
     def on_evaluation(self, *, stage: str, message: str, data: dict[str, Any]) -> None:
         # stage "baseline" (before the first step) or "final" (after training): a message event.

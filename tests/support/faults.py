@@ -302,7 +302,7 @@ def sigkill_mid_training(lab: Lab) -> Outcome:
     """SIGKILL the worker holding a training job (its whole process group, as a machine dying); a standby
     worker resumes from the last checkpoint once the sweeper sees the expired lease."""
     lab.worker("w1"), lab.worker("w2")
-    job_id = lab.create_job(max_steps=80, save_steps=10)
+    job_id = lab.create_job(max_steps=300, save_steps=20)
     lab.wait_trained_past_checkpoint(job_id)
     victim = lab.holder(job_id)
     lab.signal_worker(victim, signal.SIGKILL)
@@ -317,7 +317,7 @@ def sigstop_past_lease(lab: Lab) -> Outcome:
     """Freeze the worker (SIGSTOP) until its lease expires and another worker takes the job over, then
     wake it (SIGCONT): its writes must be refused and it must stop."""
     lab.worker("w1"), lab.worker("w2")
-    job_id = lab.create_job(max_steps=100, save_steps=10)
+    job_id = lab.create_job(max_steps=400, save_steps=20)
     lab.wait_trained_past_checkpoint(job_id)
     frozen = lab.holder(job_id)
     lab.signal_worker(frozen, signal.SIGSTOP)
@@ -373,7 +373,7 @@ def postgres_restart_mid_job(lab: Lab) -> Outcome:
     """PostgreSQL restarts while a job trains: the worker's heartbeat and hooks ride it out, the server
     reconnects, the job goes on without losing its lease."""
     lab.worker("w1")
-    job_id = lab.create_job(max_steps=120, save_steps=20)
+    job_id = lab.create_job(max_steps=600, save_steps=100)
     _wait(lambda: max(lab.steps(job_id), default=0) >= 5, 180, "training to start")
     t0 = time.time()
     lab.pg.restart()
@@ -391,7 +391,7 @@ def server_restart_mid_job(lab: Lab) -> Outcome:
     """The server (and its sweeper) is killed while one job trains and another was just accepted; it
     comes back; nothing is lost."""
     lab.worker("w1")
-    running = lab.create_job(max_steps=60, save_steps=10)
+    running = lab.create_job(max_steps=300, save_steps=50)
     _wait(lambda: max(lab.steps(running), default=0) >= 3, 180, "training to start")
     accepted = lab.create_job("bob", max_steps=6, save_steps=3)
     lab.kill_server()
