@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         lab.stop_workers()
                     o = outcomes[-1]
-                    print(f"{name} run {i + 1}: lost {o.lost}, twice {o.twice}, recover {o.recover_s} s "
+                    print(f"{name} run {i + 1}: lost {o.lost}, twice {o.twice}, re-queued {o.requeued}, "
+                          f"recover {o.recover_s} s "
                           f"({time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
                 rows.append(_row(name, outcomes))
         finally:
@@ -82,16 +83,17 @@ def _row(name: str, outcomes: list[faults.Outcome]) -> dict:
     return {
         "fault": outcomes[0].fault, "runs": len(outcomes), "jobs": sum(len(o.jobs) for o in outcomes),
         "lost": sum(o.lost for o in outcomes), "twice": sum(o.twice for o in outcomes),
+        "requeued": sum(o.requeued for o in outcomes),
         "recover_median_s": round(statistics.median(times), 1) if times else None,
         "recover_max_s": max(times) if times else None, "recovery": RECOVERY[name],
     }
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| Fault injected | Times | Jobs | Jobs lost | Jobs run twice | Time to recover, median / max (s) "
-             "| Measured from |", "|---|---|---|---|---|---|---|"]
+    lines = ["| Fault injected | Times | Jobs | Jobs lost | Jobs run twice | Re-queues "
+             "| Time to recover, median / max (s) | Measured from |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['fault']} | {r['runs']} | {r['jobs']} | {r['lost']} | {r['twice']} | "
+        lines.append(f"| {r['fault']} | {r['runs']} | {r['jobs']} | {r['lost']} | {r['twice']} | {r['requeued']} | "
                      f"{r['recover_median_s']} / {r['recover_max_s']} | {r['recovery']} |")
     return "\n".join(lines)
 

@@ -138,6 +138,7 @@ class Outcome:
     twice: int = 0
     recover_s: float | None = None
     jobs: list[str] = field(default_factory=list)
+    requeued: int = 0  # claims beyond the first, over all the jobs (a recovered worker loss counts one)
 
 
 class Lab:
@@ -292,7 +293,8 @@ class Lab:
     def outcome(self, fault: str, jobs: list[str], *, t0: float, recovered_at: float) -> Outcome:
         lost = sum(self.job(j).status != "succeeded" for j in jobs)
         return Outcome(fault, lost=lost, twice=sum(self.trained_twice(j) for j in jobs),
-                       recover_s=round(recovered_at - t0, 1), jobs=jobs)
+                       recover_s=round(recovered_at - t0, 1), jobs=jobs,
+                       requeued=sum(max(self.job(j).attempts - 1, 0) for j in jobs))
 
 
 # --- the faults ------------------------------------------------------------------------------------------
@@ -349,7 +351,8 @@ def keeps_dying(lab: Lab, *, attempts: int = 2) -> Outcome:
             lab.worker(victim)
     job = lab.wait_status(job_id, {"failed", "succeeded"}, timeout=60)
     out = Outcome("worker dies on every attempt", lost=0 if job.status == "failed" else 1,
-                  twice=int(lab.trained_twice(job_id)), recover_s=round(job.finished_at - t0, 1), jobs=[job_id])
+                  twice=int(lab.trained_twice(job_id)), recover_s=round(job.finished_at - t0, 1), jobs=[job_id],
+                  requeued=job.attempts - 1)
     return out
 
 
