@@ -236,7 +236,7 @@ class Lab:
     def steps(self, job_id: str) -> list[int]:
         return [e.data["step"] for e in self.events(job_id) if e.type == "metrics" and "train_loss" in (e.data or {})]
 
-    def wait_status(self, job_id: str, statuses: set[str], timeout: float = 180) -> Any:
+    def wait_status(self, job_id: str, statuses: set[str], timeout: float = 300) -> Any:
         try:
             return _wait(lambda: (j := self.job(job_id)).status in statuses and j, timeout, f"{job_id} in {statuses}")
         except AssertionError as exc:
@@ -304,7 +304,7 @@ def sigkill_mid_training(lab: Lab) -> Outcome:
     """SIGKILL the worker holding a training job (its whole process group, as a machine dying); a standby
     worker resumes from the last checkpoint once the sweeper sees the expired lease."""
     lab.worker("w1"), lab.worker("w2")
-    job_id = lab.create_job(max_steps=300, save_steps=20)
+    job_id = lab.create_job(max_steps=200, save_steps=10)
     lab.wait_trained_past_checkpoint(job_id)
     victim = lab.holder(job_id)
     lab.signal_worker(victim, signal.SIGKILL)
@@ -319,7 +319,7 @@ def sigstop_past_lease(lab: Lab) -> Outcome:
     """Freeze the worker (SIGSTOP) until its lease expires and another worker takes the job over, then
     wake it (SIGCONT): its writes must be refused and it must stop."""
     lab.worker("w1"), lab.worker("w2")
-    job_id = lab.create_job(max_steps=400, save_steps=20)
+    job_id = lab.create_job(max_steps=200, save_steps=10)
     lab.wait_trained_past_checkpoint(job_id)
     frozen = lab.holder(job_id)
     lab.signal_worker(frozen, signal.SIGSTOP)
@@ -376,12 +376,14 @@ def postgres_restart_mid_job(lab: Lab) -> Outcome:
     """PostgreSQL restarts while a job trains: the worker's heartbeat and hooks ride it out, the server
     reconnects, the job goes on without losing its lease."""
     lab.worker("w1")
-    job_id = lab.create_job(max_steps=600, save_steps=100)
+    job_id = lab.create_job(max_steps=150, save_steps=50)
     _wait(lambda: max(lab.steps(job_id), default=0) >= 5, 180, "training to start")
     t0 = time.time()
     lab.pg.restart()
     back = time.time()
     lab.engine.dispose()
+    job = lab.job(job_id)
+    assert (job.status, job.stage) == ("running", "training"), "the job finished before the fault; make it longer"
     # Recovered when the worker's lease heartbeat lands again (written at commit time; metrics events
     # carry the time they were reported, which may be before the outage).
     beat = _wait(lambda: (j := lab.job(job_id)).heartbeat_at and j.heartbeat_at > back and j.heartbeat_at, 60,
@@ -394,7 +396,7 @@ def server_restart_mid_job(lab: Lab) -> Outcome:
     """The server (and its sweeper) is killed while one job trains and another was just accepted; it
     comes back; nothing is lost."""
     lab.worker("w1")
-    running = lab.create_job(max_steps=300, save_steps=50)
+    running = lab.create_job(max_steps=200, save_steps=50)
     _wait(lambda: max(lab.steps(running), default=0) >= 3, 180, "training to start")
     accepted = lab.create_job("bob", max_steps=6, save_steps=3)
     lab.kill_server()
