@@ -46,8 +46,9 @@ class JobHooks:
         )
 
     def on_metrics(self, metrics: dict[str, Any]) -> None:
-        # Batched: one transaction per METRICS_FLUSH_SECONDS instead of one per logged step (a commit
-        # is an fsync; with per-step logging it cost a few per cent of a small model's step time).
+        # Batched: one transaction per METRICS_FLUSH_SECONDS instead of one per logged step (with
+        # per-step logging that was ~1 ms a step on SQLite, a PostgreSQL round trip more: it counts
+        # for fast steps; bench/training_overhead.py measures it).
         # Cancel and pause do not wait on this: should_stop() polls the row after every step. The
         # last step, every evaluation and the engine's flush_metrics() at the end write at once.
         step = int(metrics.get("step", 0))
