@@ -12,8 +12,6 @@ dir, so `doorbells()` can read exactly the messages that app published.
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,9 +19,9 @@ import pytest
 
 from hubtune.db import engine_for
 from hubtune.migrate import upgrade
-from tests.server.apitest_helpers import Env, make_env
+from tests.server.apitest_helpers import Env, make_env, serve
 from tests.support import services
-from tests.support.services import free_port, postgres_database
+from tests.support.services import postgres_database
 
 REDIS_DB = 14  # tests/e2e uses 13
 
@@ -77,22 +75,8 @@ def env_factory(db_url: str, tmp_path: Path) -> Callable[..., Env]:
 @pytest.fixture
 def live_server(pg_env: Env) -> Iterator[tuple[Env, str]]:
     """uvicorn serving the app on 127.0.0.1:<free port> in a background thread; yields (env, base_url)."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(pg_env.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield pg_env, f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(pg_env.app) as url:
+        yield pg_env, f"{url}/v1"
 
 
 @pytest.fixture
