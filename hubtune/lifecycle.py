@@ -248,3 +248,19 @@ def claim_stage(session: Session, job_id: str, *, stage: Stage, owner: str, leas
         .execution_options(synchronize_session=False)
     )
     return token if session.execute(stmt).rowcount == 1 else None
+
+
+def release_stopped(session: Session, job_id: str, *, token: int) -> None:
+    """A paused job's worker has stopped and its stop checkpoint is on disk: free the lease, so that a
+    resume may hand the job to another worker without two of them writing checkpoints at once."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == Status.PAUSED.value, Job.lease_token == token)
+        .values(lease_owner=None, lease_expires_at=None, updated_at=now())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def still_stopping(job: Job, *, at: float | None = None) -> bool:
+    """A paused job whose worker may still be saving its stop checkpoint (its lease is held and live)."""
+    return job.lease_owner is not None and (job.lease_expires_at or 0) > (at or now())

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from hubtune.destinations import DestinationRefused, check_url
 from hubtune.ids import new_id
-from hubtune.lifecycle import TERMINAL, Status, add_event, transition
+from hubtune.lifecycle import TERMINAL, Status, add_event, still_stopping, transition
 from hubtune.models import ApiKey, Checkpoint, File, Job, JobEvent, now
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, PREPARE, TRAIN, ring
 from hubtune.settings import Settings
@@ -264,6 +264,11 @@ def resume_job(session: Session, job: Job) -> None:
         raise bad_request(
             f"Fine-tuning job {job.id} is {status.value}; only a paused job can be resumed.",
             param="fine_tuning_job_id", code="invalid_state",
+        )
+    if still_stopping(job):
+        raise ApiError(
+            409, f"Fine-tuning job {job.id} is still stopping: its worker is saving the pause checkpoint. "
+            "Try again in a few seconds.", code="still_stopping", headers={"Retry-After": "5"},
         )
     if transition(session, job.id, Status.QUEUED, expect=Status.PAUSED, message="Fine-tuning job resumed"):
         ring(session, TRAIN, job.id, queue=job.queue or DEFAULT_TRAIN_QUEUE)

@@ -7,10 +7,10 @@ import os
 import shutil
 import socket
 
-from hubtune.db import session_scope
 from sqlalchemy import select
 
-from hubtune.lifecycle import LeaseLost, Stage, Status, claim_next, hand_over, transition
+from hubtune.db import session_scope
+from hubtune.lifecycle import LeaseLost, Stage, Status, claim_next, hand_over, release_stopped, transition
 from hubtune.models import Job
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, PUBLISH, ring
 from hubtune.settings import get_settings
@@ -93,6 +93,8 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
         # is free for the next job, and nothing of this run is published.
         log.warning("job %s: training stopped at step %s (paused, cancelled or taken over)", job_id, result.steps)
         shutil.rmtree(staging, ignore_errors=True)
+        with session_scope() as session:
+            release_stopped(session, job_id, token=lease.token)  # a paused job may now be resumed
         return
     artifact = storage.artifact_dir(job_id)
     storage.publish_dir(staging, artifact)

@@ -193,7 +193,12 @@ def test_pause_then_resume_continues_from_the_checkpoint(env):
     time.sleep(3)
     paused_at = max(_steps(client, job["id"]))
     assert client.get(f"/fine_tuning/jobs/{job['id']}").json()["status"] == "paused"
-    assert client.post(f"/fine_tuning/jobs/{job['id']}/resume").json()["status"] == "queued"
+    # 409 still_stopping until the worker has saved its stop checkpoint and released the lease.
+    deadline = time.monotonic() + 60
+    while (r := client.post(f"/fine_tuning/jobs/{job['id']}/resume")).status_code == 409:
+        assert r.json()["error"]["code"] == "still_stopping" and time.monotonic() < deadline
+        time.sleep(0.5)
+    assert r.json()["status"] == "queued"
     job = wait_for(client, job["id"], stack=env["stack"])
     assert job["status"] == "succeeded", (job["error"], env["stack"].logs())
     events = all_events(client, job["id"])

@@ -201,6 +201,35 @@ def test_pause_and_resume(env):
     assert_error(env.client.post(f"/v1/fine_tuning/jobs/{jid}/resume", headers=auth(key)), 400, code="invalid_state")
 
 
+def test_resume_waits_until_the_paused_worker_has_stopped(env):
+    """Resuming while the paused job's worker still saves its stop checkpoint would let a second worker
+    train beside it: a 409 to retry until the worker releases the lease (or the lease expires)."""
+    from hubtune.lifecycle import release_stopped
+
+    key = env.key()
+    jid = create_job(env.client, key, upload(env.client, key)["id"])["id"]
+    with env.session() as s:
+        row = s.get(Job, jid)
+        row.status, row.queue, row.lease_token = Status.RUNNING.value, "train", 7
+        row.lease_owner, row.lease_expires_at = "gpu-1:42", now() + 60
+        s.commit()
+    assert env.client.post(f"/v1/fine_tuning/jobs/{jid}/pause", headers=auth(key)).json()["status"] == "paused"
+    r = env.client.post(f"/v1/fine_tuning/jobs/{jid}/resume", headers=auth(key))
+    assert_error(r, 409, code="still_stopping")
+    assert r.headers["retry-after"] == "5"
+    assert not [d for d in env.doorbells() if d[0] == TRAIN]
+    with env.session() as s:
+        release_stopped(s, jid, token=6)  # another lease's release frees nothing
+        s.commit()
+    assert_error(env.client.post(f"/v1/fine_tuning/jobs/{jid}/resume", headers=auth(key)), 409, code="still_stopping")
+    with env.session() as s:
+        release_stopped(s, jid, token=7)
+        s.commit()
+    r = env.client.post(f"/v1/fine_tuning/jobs/{jid}/resume", headers=auth(key))
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    assert [d for d in env.doorbells() if d[0] == TRAIN] == [(TRAIN, [jid], "train")]
+
+
 def test_events_newest_first_with_cursor(env):
     key = env.key()
     f = upload(env.client, key)
