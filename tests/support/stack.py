@@ -24,6 +24,7 @@ def hubtune_cmd(*args: str) -> list[str]:
 class Stack:
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "HUBTUNE_DATA_DIR": str(root / "data"), **env}
         self.env.pop("HF_ENDPOINT", None)
         self.procs: list[tuple[str, subprocess.Popen]] = []
