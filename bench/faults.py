@@ -46,6 +46,17 @@ RECOVERY = {
 }
 
 
+def _dump(lab) -> None:
+    rows = lab.sql("SELECT id, status, stage, lease_owner, attempts FROM jobs ORDER BY created_at DESC LIMIT 1")
+    if rows:
+        print(f"job: {dict(rows[0]._mapping)}", file=sys.stderr)
+        for e in lab.events(rows[0].id):
+            if e.type != "metrics":
+                print(f"  {e.created_at:.2f} {e.message}", file=sys.stderr)
+        print(f"  steps: {lab.steps(rows[0].id)[-12:]}", file=sys.stderr)
+    print(lab.stack.logs()[-8000:], file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -63,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                     began = time.monotonic()
                     try:
                         outcomes.append(SCENARIOS[name](lab))
+                    except Exception:
+                        _dump(lab)  # what the processes and the job said, before the lab is torn down
+                        raise
                     finally:
                         lab.stop_workers()
                     o = outcomes[-1]
