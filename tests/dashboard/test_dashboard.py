@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
+from tests.support import services
 from tests.support.services import postgres_database, redis_url
 from tests.support.stack import Stack, all_events, upload, wait_for
 
@@ -33,9 +34,7 @@ def _browser_or_skip():
     if problem is None and not os.access(CHROMIUM, os.X_OK):
         problem = f"{CHROMIUM} is missing (apt-get install chromium)"
     if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
+        services.missing("Chromium", RuntimeError(problem))
     return sync_playwright
 
 

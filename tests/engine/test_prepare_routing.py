@@ -94,10 +94,6 @@ def test_without_any_worker_the_job_waits_on_the_default_queue_with_a_warning(st
     assert warning, [e.message for e in events]
 
 
-@pytest.mark.skipif(
-    "full" not in __import__("worker.engine.hparams", fromlist=["x"]).BASE_LEARNING_RATES,
-    reason="the worker cannot resolve hyperparameters for tuning.type 'full' yet",
-)
 def test_a_full_fine_tune_no_worker_fits_fails_naming_lora(stack, tiny_llama):
     env, submit = stack
     # Batch size 1: no smaller batch to suggest; LoRA's frozen base needs no gradients or AdamW states.

@@ -8,8 +8,7 @@ Deterministic (derandomized) and bounded so that it runs in well under two minut
 from __future__ import annotations
 
 import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
+import schemathesis
 
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
