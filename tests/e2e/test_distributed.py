@@ -228,3 +228,12 @@ def test_worker_registered_what_it_has_and_serves(env):
 
     assert len(worker.resources["gpus"]) == torch.cuda.device_count()
     assert time.time() - worker.last_heartbeat < 30
+
+
+def test_task_process_is_warm_before_its_first_job(env):
+    # worker/warm.py: the pool process imported the training stack and froze it out of the cyclic GC
+    # when it started, so jobs neither import torch nor pay a full collection of it.
+    log = (env["root"] / "worker.log").read_text()
+    warm = [line for line in log.splitlines() if "task process warm" in line]
+    assert len(warm) == 1, log[-3000:]
+    assert int(warm[0].split("(")[1].split()[0]) > 100_000  # objects frozen

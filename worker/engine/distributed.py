@@ -228,7 +228,9 @@ class RelayHooks:
 
 def main(workdir: str) -> None:
     from worker.engine.trainer import train
+    from worker.engine.runtime import freeze_imports
 
+    freeze_imports()  # as in a warm worker: Trainer's full collection at start skips the imports
     root = Path(workdir)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if torch.cuda.is_available():

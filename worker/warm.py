@@ -1,0 +1,57 @@
+"""A warm worker: each task process imports the training stack when it starts, not during its first
+job, and freezes those imports out of the cyclic GC (worker.engine.runtime says why)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import signals
+
+from hubtune.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def warm_up() -> None:
+    """Import what a job needs, then freeze it. A worker without torch (a publish-only image) stays
+    cold rather than failing: its tasks import what they need when they run."""
+    started = time.monotonic()
+    try:
+        # transformers and peft load lazily: name what a job uses so that it is loaded now.
+        from peft import LoraConfig, PeftModel, get_peft_model  # noqa: F401
+        from transformers import (  # noqa: F401
+            AutoModelForCausalLM,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+            Trainer,
+            TrainingArguments,
+        )
+
+        import hubtune.estimator  # noqa: F401
+        import hubtune.routing  # noqa: F401
+        import worker.engine.tokenizers  # noqa: F401
+        import worker.engine.trainer  # noqa: F401  (torch, transformers, peft)
+        import worker.prepare  # noqa: F401
+        import worker.publish  # noqa: F401
+        import worker.train  # noqa: F401
+        from worker.engine.runtime import freeze_imports
+    except ImportError as exc:
+        log.warning("worker stays cold: %s", exc)
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # as publish does: no display on a worker
+        import matplotlib.pyplot  # noqa: F401  (the model card's loss chart)
+    except ImportError:
+        pass
+    frozen = freeze_imports()
+    log.info("task process warm in %.1f s (%d objects frozen)", time.monotonic() - started, frozen)
+
+
+@signals.worker_process_init.connect
+def _warm_task_process(**_kwargs) -> None:
+    # In each pool process before its first task; the pool waits for it (worker_proc_alive_timeout).
+    if get_settings().worker_preload:
+        warm_up()
