@@ -14,7 +14,7 @@ from tests.engine.conftest import RecordingHooks
 from tests.fixtures.tiny_models import classification_rows, write_classification_jsonl, write_completion_jsonl, write_jsonl
 from worker.engine.data import load_examples
 from worker.engine.datasets import IGNORE_INDEX, PadCollator, build_dataset
-from worker.engine.packing import PackingCollator
+from worker.engine.packing import PackingCollator, pack_rows
 from worker.engine.trainer import TrainPlan, _training_arguments, load_base_model, resolve_bf16, train
 
 
@@ -87,7 +87,8 @@ def test_early_stopping_when_valid_loss_stops_improving(tmp_path, tiny_bert):
 # Packing
 
 
-def test_packing_keeps_examples_apart_and_the_same_loss(tmp_path, tiny_llama, llama_tokenizer):
+@pytest.mark.parametrize("row_length", [1024, 32], ids=["one row", "several rows"])
+def test_packing_keeps_examples_apart_and_the_same_loss(tmp_path, tiny_llama, llama_tokenizer, row_length):
     examples = load_examples(write_completion_jsonl(tmp_path / "c.jsonl", 6), task="causal_lm", param="training_file")
     features = build_dataset(examples, tokenizer=llama_tokenizer, max_seq_length=32).features
     features[0] = dict(features[0], input_ids=features[0]["input_ids"] + [5, 6, 7, 8],
@@ -97,8 +98,13 @@ def test_packing_keeps_examples_apart_and_the_same_loss(tmp_path, tiny_llama, ll
     model.eval()
     model.config.use_cache = False  # as the Trainer sets it: transformers reads packing only without a cache
     padded = PadCollator(llama_tokenizer.pad_token_id)(features)
-    packed = PackingCollator()(features)
-    assert packed["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in features))
+    packed = PackingCollator(max_length=row_length, pad_id=llama_tokenizer.pad_token_id)(features)
+    lengths = [len(f["input_ids"]) for f in features]
+    rows, width = packed["input_ids"].shape
+    if row_length >= sum(lengths):
+        assert (rows, width) == (1, sum(lengths))
+    else:
+        assert rows > 1 and width <= row_length  # rows of bounded length: attention costs no more than padded
     assert packed["input_ids"].numel() < padded["input_ids"].numel()
     assert "attention_mask" not in packed
     # Loss masking: exactly the tokens the padded batch trains (each example's first label is moot).
@@ -107,12 +113,25 @@ def test_packing_keeps_examples_apart_and_the_same_loss(tmp_path, tiny_llama, ll
     with torch.no_grad():
         loss_padded = model(**padded).loss
         loss_packed = model(**packed).loss
-        # No leakage: the last example's logits in the row equal its logits alone.
-        last = features[-1]
-        alone = model(input_ids=torch.tensor([last["input_ids"]])).logits[0]
-        in_row = model(**{k: v for k, v in packed.items() if k != "labels"}).logits[0, -len(last["input_ids"]):]
-    assert torch.allclose(alone, in_row, atol=1e-4)
+        # No leakage: every example's logits in its row equal its logits alone.
+        logits = model(**{k: v for k, v in packed.items() if k != "labels"}).logits
+        for row, indices in enumerate(pack_rows(lengths, row_length)):
+            start = 0
+            for i in indices:
+                alone = model(input_ids=torch.tensor([features[i]["input_ids"]])).logits[0]
+                assert torch.allclose(alone, logits[row, start:start + lengths[i]], atol=1e-4)
+                start += lengths[i]
     assert loss_packed.item() == pytest.approx(loss_padded.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("lengths, capacity, rows", [
+    ([5, 3, 2], 10, [[0, 1, 2]]),  # everything fits one row
+    ([6, 6, 4, 4], 10, [[0, 2], [1, 3]]),  # first fit, longest first
+    ([12, 3], 10, [[0], [1]]),  # longer than a row: a row of its own
+    ([1, 9, 2, 8], 10, [[1, 0], [3, 2]]),
+])
+def test_pack_rows_first_fit_by_decreasing_length(lengths, capacity, rows):
+    assert pack_rows(lengths, capacity) == rows
 
 
 def test_packed_training_feeds_fewer_positions(tmp_path, tiny_llama):
@@ -130,8 +149,8 @@ def test_packed_training_feeds_fewer_positions(tmp_path, tiny_llama):
                                            training=training, n_epochs=3), hooks), hooks)
     (plain, plain_hooks), (packed, packed_hooks) = results[False], results[True]
     print("positions fed: padded", plain.data["fed_positions"], "packed", packed.data["fed_positions"])
-    assert packed.data["fed_positions"] == 3 * packed.data["train_tokens"]  # no padding at all
-    assert packed.data["fed_positions"] < plain.data["fed_positions"]
+    # Rows of up to max_seq_length tokens, padded only to the fullest row.
+    assert 3 * packed.data["train_tokens"] <= packed.data["fed_positions"] < plain.data["fed_positions"]
     assert packed.steps == plain.steps
     assert packed_hooks.train_losses[0] == pytest.approx(plain_hooks.train_losses[0], rel=1e-4)
     assert packed.evaluation["tuned"]["valid_loss"] < 0.7 * packed.evaluation["base"]["valid_loss"]

@@ -577,7 +577,8 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
         args=_training_arguments(plan, has_eval=eval_ds is not None),
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=PackingCollator() if plan.training.packing else pad,
+        data_collator=(PackingCollator(max_length=max_len, pad_id=tokenizer.pad_token_id)
+                       if plan.training.packing else pad),
         processing_class=tokenizer,
         compute_metrics=_accuracy if classification and eval_ds is not None else None,
         preprocess_logits_for_metrics=_argmax_logits if classification and eval_ds is not None else None,
