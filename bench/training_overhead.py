@@ -238,6 +238,9 @@ def report(w: Workload, plain: list[dict], hub: list[dict]) -> dict:
           f"{median(hub, 'train_phase_s'):7.2f} s   "
           f"ratio {median(plain, 'train_phase_s') / median(hub, 'train_phase_s'):.3f}"
           f"   (runs: plain {[r['train_phase_s'] for r in plain]}, hubtune {[r['train_phase_s'] for r in hub]})")
+    # Each round ran both sides back to back: the ratio within a round cancels the machine's drift.
+    paired = [pl["train_phase_s"] / hb["train_phase_s"] for pl, hb in zip(plain, hub)]
+    print(f"  ratio per round         {[round(x, 3) for x in paired]}   median {statistics.median(paired):.3f}")
     print(f"  tokens trained          plain {plain[0]['trained_tokens']}   hubtune {hub[0]['trained_tokens']}"
           f"   final train loss plain {plain[0]['train_loss']:.4f} hubtune {hub[0]['train_loss']:.4f}")
     print(f"  end to end (median)     plain process {p_total:6.2f} s   hubtune submit->succeeded {h_total:6.2f} s"
@@ -248,7 +251,8 @@ def report(w: Workload, plain: list[dict], hub: list[dict]) -> dict:
     print("  plain breakdown (median):   " + ", ".join(
         f"{k.removesuffix('_s')} {statistics.median(r['phases'][k] for r in plain):.2f} s" for k in plain[0]["phases"])
           + f", python+imports {median(plain, 'process_wall_s') - median(plain, 'total_s'):.2f} s")
-    return {"workload": w.name, "ratio": ratio, "plain_train_s": p_train, "hubtune_train_s": h_train,
+    return {"workload": w.name, "ratio": ratio, "paired_ratio_median": statistics.median(paired),
+            "plain_train_s": p_train, "hubtune_train_s": h_train,
             "overhead_s": h_total - p_total}
 
 

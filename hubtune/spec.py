@@ -100,7 +100,7 @@ class Training(StrictModel):
     # "auto": bf16 where the GPU supports it.
     bf16: Auto | bool = "auto"
     gradient_checkpointing: bool = False
-    # causal_lm: several short examples packed into one sequence.
+    # causal_lm: a batch's examples laid end to end in rows of at most max_seq_length (worker/engine/packing.py).
     packing: bool = False
     # sequence_classification: "balanced" (inverse class frequency) or {label: weight}.
     class_weights: Literal["balanced"] | dict[str, Annotated[float, Field(gt=0)]] | None = None
