@@ -52,8 +52,6 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
-        # A task process imports the training stack before it reports up (worker/warm.py): seconds.
-        worker_proc_alive_timeout=120.0,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),

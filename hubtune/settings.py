@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     # GPU workers recycle their process after each job so that CUDA memory is always returned.
     worker_max_tasks_per_child: int | None = None
-    # Task processes import torch/transformers/peft when they start, not during their first job, and
-    # freeze those objects out of the cyclic GC (worker/warm.py). Off: import on first use.
+    # The worker imports torch/transformers/peft before forking its task processes, not during their
+    # first job, and freezes those objects out of the cyclic GC (worker/warm.py). Off: import on first use.
     worker_preload: bool = True
 
     # The sweeper (issue 6): how often it runs, and how long a queued or validating job may sit

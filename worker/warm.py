@@ -1,5 +1,11 @@
-"""A warm worker: each task process imports the training stack when it starts, not during its first
-job, and freezes those imports out of the cyclic GC (worker.engine.runtime says why)."""
+"""A warm worker: the worker's main process imports the training stack before it forks its task
+processes, and freezes those imports out of the cyclic GC (worker.engine.runtime says why).
+
+Task processes inherit both through fork: a job neither imports torch nor pays a full collection of
+it, and a task process that replaces a dead one (or one recycled by max_tasks_per_child) is warm at
+once. Only imports happen in the main process, no torch computation: OpenMP's thread pool must not
+exist before a fork, and CUDA is never initialised there.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ def warm_up() -> None:
         import hubtune.estimator  # noqa: F401
         import hubtune.routing  # noqa: F401
         import worker.engine.tokenizers  # noqa: F401
-        import worker.engine.trainer  # noqa: F401  (torch, transformers, peft)
+        import worker.engine.trainer  # noqa: F401
         import worker.prepare  # noqa: F401
         import worker.publish  # noqa: F401
         import worker.train  # noqa: F401
@@ -47,11 +53,12 @@ def warm_up() -> None:
     except ImportError:
         pass
     frozen = freeze_imports()
-    log.info("task process warm in %.1f s (%d objects frozen)", time.monotonic() - started, frozen)
+    log.info("worker warm in %.1f s (%d objects frozen); task processes inherit it",
+                time.monotonic() - started, frozen)
 
 
-@signals.worker_process_init.connect
-def _warm_task_process(**_kwargs) -> None:
-    # In each pool process before its first task; the pool waits for it (worker_proc_alive_timeout).
+@signals.celeryd_after_setup.connect
+def _warm_before_fork(**_kwargs) -> None:
+    # In the main process after logging is set up and before the pool's processes are forked.
     if get_settings().worker_preload:
         warm_up()

@@ -230,10 +230,10 @@ def test_worker_registered_what_it_has_and_serves(env):
     assert time.time() - worker.last_heartbeat < 30
 
 
-def test_task_process_is_warm_before_its_first_job(env):
-    # worker/warm.py: the pool process imported the training stack and froze it out of the cyclic GC
-    # when it started, so jobs neither import torch nor pay a full collection of it.
+def test_worker_is_warm_before_its_first_job(env):
+    # worker/warm.py: the main process imported the training stack and froze it out of the cyclic GC
+    # before forking its task processes, so jobs neither import torch nor pay a full collection of it.
     log = (env["root"] / "worker.log").read_text()
-    warm = [line for line in log.splitlines() if "task process warm" in line]
+    warm = [line for line in log.splitlines() if "worker warm in" in line]
     assert len(warm) == 1, log[-3000:]
     assert int(warm[0].split("(")[1].split()[0]) > 100_000  # objects frozen

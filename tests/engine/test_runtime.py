@@ -63,3 +63,26 @@ def test_a_worker_without_torch_stays_cold():
         print(json.dumps({"frozen": gc.get_freeze_count()}))
     """)
     assert result["frozen"] == 0
+
+
+def test_a_forked_task_process_inherits_the_warm_stack_and_computes():
+    # What the worker's pool does: warm up in the main process, fork, train in the child. The child
+    # must see the frozen imports and run torch's thread pool (none may exist before the fork).
+    result = _run("""
+        import gc, json, os
+        from worker.warm import warm_up
+        warm_up()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            import torch
+            x = torch.randn(512, 512)
+            value = float((x @ x).sum())  # large enough for the intra-op pool
+            os.write(write, json.dumps({"frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects()),
+                                        "threads": torch.get_num_threads(), "finite": value == value}).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(os.read(read, 4096).decode())
+    """)
+    assert result["frozen"] > 100_000 and result["tracked"] < result["frozen"] / 20
+    assert result["finite"] and result["threads"] >= 1
