@@ -6,4 +6,4 @@ app = get_celery()
 
 import worker.tasks  # noqa: E402,F401  (registers the tasks on the app)
 import worker.registry  # noqa: E402,F401  (registers the worker row on start-up)
-import worker.warm  # noqa: E402,F401  (task processes import the training stack before their first task)
+import worker.warm  # noqa: E402,F401  (imports the training stack before the pool forks)

@@ -24,24 +24,15 @@ def warm_up() -> None:
     cold rather than failing: its tasks import what they need when they run."""
     started = time.monotonic()
     try:
-        # transformers and peft load lazily: name what a job uses so that it is loaded now.
-        from peft import LoraConfig, PeftModel, get_peft_model  # noqa: F401
-        from transformers import (  # noqa: F401
-            AutoModelForCausalLM,
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
-            Trainer,
-            TrainingArguments,
-        )
+        from worker.engine.runtime import freeze_imports, load_training_stack
 
+        load_training_stack()
         import hubtune.estimator  # noqa: F401
         import hubtune.routing  # noqa: F401
         import worker.engine.tokenizers  # noqa: F401
-        import worker.engine.trainer  # noqa: F401
         import worker.prepare  # noqa: F401
         import worker.publish  # noqa: F401
         import worker.train  # noqa: F401
-        from worker.engine.runtime import freeze_imports
     except ImportError as exc:
         log.warning("worker stays cold: %s", exc)
         return
@@ -54,7 +45,7 @@ def warm_up() -> None:
         pass
     frozen = freeze_imports()
     log.info("worker warm in %.1f s (%d objects frozen); task processes inherit it",
-                time.monotonic() - started, frozen)
+             time.monotonic() - started, frozen)
 
 
 @signals.celeryd_after_setup.connect

@@ -24,8 +24,8 @@ SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 pytestmark = pytest.mark.e2e
 
 
-def _browser_or_skip():
-    """Playwright's sync API with Debian's Chromium; under CI=true a missing browser fails the run."""
+def _browser():
+    """Playwright's sync API with Debian's Chromium; a missing browser fails the test."""
     problem = None
     try:
         from playwright.sync_api import sync_playwright
@@ -40,7 +40,7 @@ def _browser_or_skip():
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    sync_playwright = _browser_or_skip()
+    sync_playwright = _browser()
     root = tmp_path_factory.mktemp("dashboard")
     with postgres_database("hubtune_dash") as db_url:
         stack = Stack(root, {"HUBTUNE_DATABASE_URL": db_url, "HUBTUNE_BROKER_URL": redis_url(11),

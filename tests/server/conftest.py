@@ -2,7 +2,7 @@
 
 Databases: a fresh PostgreSQL database per test session (`hubtune_test_server_<random>`, migrated with
 hubtune.migrate.upgrade and dropped at the end) and a migrated SQLite file; `db_url` runs a test on
-both. Under CI=true a PostgreSQL or Redis that does not answer fails the tests instead of skipping them
+both. A PostgreSQL or Redis that does not answer fails the tests that need it, never skips them
 (tests.support.services).
 
 Doorbells: each app gets its own settings with the file-system Celery transport in the test's tmp

@@ -227,9 +227,10 @@ class RelayHooks:
 
 
 def main(workdir: str) -> None:
+    from worker.engine.runtime import freeze_imports, load_training_stack
     from worker.engine.trainer import train
-    from worker.engine.runtime import freeze_imports
 
+    load_training_stack()
     freeze_imports()  # as in a warm worker: Trainer's full collection at start skips the imports
     root = Path(workdir)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

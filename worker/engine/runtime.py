@@ -13,6 +13,21 @@ import gc
 _state = {"frozen": False}
 
 
+def load_training_stack() -> None:
+    """Import what a training run uses. transformers and peft load lazily, so the names a run
+    touches are named here; a plain ``import transformers`` would leave most of it for later."""
+    from peft import LoraConfig, PeftModel, get_peft_model  # noqa: F401
+    from transformers import (  # noqa: F401
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+    )
+
+    import worker.engine.trainer  # noqa: F401
+
+
 def freeze_imports() -> int:
     """Collect once, then move every object alive now out of the collector's reach. Call it after the
     imports and before any run's objects exist, so that nothing short-lived is frozen with them.
