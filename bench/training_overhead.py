@@ -141,6 +141,7 @@ def breakdown(db_url: str, job_id: str) -> dict:
         steps_events = sum(1 for e in events if e.type == "metrics")
         handed = next(e.created_at for e in events if e.message.startswith("Training finished"))
         trained_tokens = job.trained_tokens
+        fed_positions = (job.result or {}).get("fed_positions")
     timings = metrics.get("timings_s", {})
     engine_total = sum(v for k, v in timings.items() if k != "train_eval_s")  # that one is part of train_s
     return {
@@ -156,6 +157,7 @@ def breakdown(db_url: str, job_id: str) -> dict:
         "end_to_end_s": round(finished - created, 3),
         "metric_events": steps_events,
         "trained_tokens": trained_tokens,
+        "fed_positions": fed_positions,
         "train_loss": metrics.get("train_loss"),
     }
 
@@ -225,6 +227,20 @@ def best(rows: list[dict], key: str) -> float:
     return min(r[key] for r in rows)
 
 
+def median_interval(samples: list[float], *, confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free interval for the median: order statistics chosen by the binomial(n, 1/2)
+    law, so nothing is assumed about the machine's drift between rounds beyond independence."""
+    from math import comb
+
+    s, n = sorted(samples), len(samples)
+    # The narrowest such interval: the largest k with P(k <= Binomial(n, 1/2) <= n - k) >= confidence.
+    for k in range(n // 2, -1, -1):
+        covered = sum(comb(n, i) for i in range(k, n - k + 1)) / 2**n
+        if covered >= confidence:
+            return s[k - 1] if k > 0 else float("-inf"), s[n - k] if k > 0 else float("inf")
+    return float("-inf"), float("inf")
+
+
 def report(w: Workload, plain: list[dict], hub: list[dict]) -> dict:
     # Best of the runs: on a shared machine other processes only ever add time, so the minimum is the
     # least disturbed figure; the medians are printed beside it.
@@ -240,8 +256,11 @@ def report(w: Workload, plain: list[dict], hub: list[dict]) -> dict:
           f"   (runs: plain {[r['train_phase_s'] for r in plain]}, hubtune {[r['train_phase_s'] for r in hub]})")
     # Each round ran both sides back to back: the ratio within a round cancels the machine's drift.
     paired = [pl["train_phase_s"] / hb["train_phase_s"] for pl, hb in zip(plain, hub)]
-    print(f"  ratio per round         {[round(x, 3) for x in paired]}   median {statistics.median(paired):.3f}")
+    low, high = median_interval(paired)
+    print(f"  ratio per round         {[round(x, 3) for x in paired]}   median {statistics.median(paired):.3f}"
+          f"   (95 % interval of the median {low:.3f}-{high:.3f})")
     print(f"  tokens trained          plain {plain[0]['trained_tokens']}   hubtune {hub[0]['trained_tokens']}"
+          f"   positions fed (tokens + padding) plain {plain[0]['fed_positions']} hubtune {hub[0]['fed_positions']}"
           f"   final train loss plain {plain[0]['train_loss']:.4f} hubtune {hub[0]['train_loss']:.4f}")
     print(f"  end to end (median)     plain process {p_total:6.2f} s   hubtune submit->succeeded {h_total:6.2f} s"
           f"   overhead {h_total - p_total:+.2f} s")

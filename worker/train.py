@@ -104,6 +104,8 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
         # Base vs tuned (and the majority class) on the validation split; the model card renders it.
         "evaluation": result.evaluation,
         "world_size": result.data.get("world_size", 1),
+        # Token positions the steps computed, padding included: beside trained_tokens, the padding cost.
+        "fed_positions": result.data.get("fed_positions"),
     }
 
     def finish() -> None:

@@ -379,3 +379,25 @@ def test_real_minilm_few_steps(tmp_path, minilm):
 
 def test_zz_print_timings():
     print("timings (s):", json.dumps(TIMINGS))
+
+
+def test_every_checkpoint_holds_the_tokenizer_serialised_once(tmp_path, tiny_bert, monkeypatch):
+    import worker.engine.trainer as trainer_module
+
+    serialised = []
+    real = trainer_module.serialised_files
+    monkeypatch.setattr(trainer_module, "serialised_files", lambda tok: serialised.append(real(tok)) or serialised[-1])
+    train_file = write_classification_jsonl(tmp_path / "train.jsonl", 32)  # 4 steps per epoch
+    plan = make_plan(tmp_path, tiny_bert, train_file, task="sequence_classification", n_epochs=3,
+                     training=Training(learning_rate=1e-2, max_steps=9))
+    hooks = RecordingHooks()
+    train(plan, hooks)
+    assert [c["step"] for c in hooks.checkpoints] == [4, 8, 9]
+    assert len(serialised) == 1  # once per run, not once per checkpoint
+    files = serialised[0]
+    assert {"tokenizer.json", "tokenizer_config.json"} <= set(files)
+    base = load_tokenizer(tiny_bert)
+    for c in hooks.checkpoints:
+        for name, data in files.items():
+            assert (c["path"] / name).read_bytes() == data, f"{c['path'].name}/{name} differs"
+        assert load_tokenizer(c["path"])("a checkpoint")["input_ids"] == base("a checkpoint")["input_ids"]

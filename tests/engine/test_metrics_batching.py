@@ -1,4 +1,5 @@
-"""JobHooks batches metrics events: fewer transactions, every step still written, in order, on time."""
+"""JobHooks keeps the database off the steps: metrics events batched (every step still written, in order,
+on time), and the job row read for cancel/pause on an interval, not after every step."""
 
 from __future__ import annotations
 
@@ -89,3 +90,26 @@ def test_a_due_interval_writes_and_a_lost_lease_writes_nothing(running_job, monk
     assert running_job.lost.is_set()
     with session_scope() as s:
         assert s.execute(select(func.count()).select_from(JobEvent).where(JobEvent.type == "metrics")).scalar() == 1
+
+
+def test_stop_poll_reads_the_row_on_its_interval(running_job, monkeypatch):
+    monkeypatch.setattr(hooks_module, "STOP_POLL_SECONDS", 3600.0)
+    hooks = JobHooks(running_job)
+    reads = []
+    real = running_job.still_ours
+    monkeypatch.setattr(running_job, "still_ours", lambda: reads.append(1) or real())
+    assert hooks.should_stop() is False and len(reads) == 1  # the first step reads the row
+    with session_scope() as s:
+        transition(s, "ftjob-batch", Status.CANCELLED, expect=Status.RUNNING, message="cancelled")
+    assert [hooks.should_stop() for _ in range(50)] == [False] * 50
+    assert len(reads) == 1  # 50 steps inside the interval: no query
+    monkeypatch.setattr(hooks_module, "STOP_POLL_SECONDS", 0.0)
+    assert hooks.should_stop() is True and len(reads) == 2  # the interval is over: the cancel is seen
+
+
+def test_a_lease_the_heartbeat_lost_stops_at_the_next_step(running_job, monkeypatch):
+    monkeypatch.setattr(hooks_module, "STOP_POLL_SECONDS", 3600.0)
+    hooks = JobHooks(running_job)
+    assert hooks.should_stop() is False
+    running_job.lost.set()  # what the heartbeat thread does when the row is no longer ours
+    assert hooks.should_stop() is True

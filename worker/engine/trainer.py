@@ -443,6 +443,15 @@ def _early_stopping_callback(patience: int, box: dict):
     return EarlyStopping()
 
 
+def serialised_files(tokenizer) -> dict[str, bytes]:
+    """What ``tokenizer.save_pretrained`` writes, by file name."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tokenizer-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+
+
 def _trainer_class():
     from transformers import Trainer
 
@@ -452,6 +461,7 @@ def _trainer_class():
         train_sampler_factory = None
         fed_positions = 0
         eval_seconds = 0.0  # evaluations run inside train() (eval_steps, epochs), timed apart from the steps
+        _tokenizer_files: dict[str, bytes] | None = None
 
         def evaluate(self, *args, **kwargs):
             started = time.monotonic()
@@ -468,6 +478,22 @@ def _trainer_class():
         def training_step(self, model, inputs, num_items_in_batch=None):
             self.fed_positions += int(inputs["input_ids"].numel())
             return super().training_step(model, inputs, num_items_in_batch)
+
+        def _save(self, output_dir=None, state_dict=None):
+            # Every checkpoint keeps its tokenizer, but the tokenizer never changes during a run: it is
+            # serialised once and its bytes written again (tokenizer.json took 0.1 s a checkpoint for
+            # MiniLM, inside the training phase; an LLM vocabulary is ten times larger).
+            tokenizer, self.processing_class = self.processing_class, None
+            try:
+                super()._save(output_dir, state_dict)
+            finally:
+                self.processing_class = tokenizer
+            if tokenizer is not None and self.args.should_save:
+                if self._tokenizer_files is None:
+                    self._tokenizer_files = serialised_files(tokenizer)
+                target = Path(output_dir if output_dir is not None else self.args.output_dir)
+                for name, data in self._tokenizer_files.items():
+                    (target / name).write_bytes(data)
 
     return EngineTrainer
 
