@@ -257,8 +257,9 @@ def report(w: Workload, plain: list[dict], hub: list[dict]) -> dict:
     # Each round ran both sides back to back: the ratio within a round cancels the machine's drift.
     paired = [pl["train_phase_s"] / hb["train_phase_s"] for pl, hb in zip(plain, hub)]
     low, high = median_interval(paired)
+    interval = f"{low:.3f}-{high:.3f}" if low > float("-inf") else "needs 6 rounds or more"
     print(f"  ratio per round         {[round(x, 3) for x in paired]}   median {statistics.median(paired):.3f}"
-          f"   (95 % interval of the median {low:.3f}-{high:.3f})")
+          f"   (95 % interval of the median: {interval})")
     print(f"  tokens trained          plain {plain[0]['trained_tokens']}   hubtune {hub[0]['trained_tokens']}"
           f"   positions fed (tokens + padding) plain {plain[0]['fed_positions']} hubtune {hub[0]['fed_positions']}"
           f"   final train loss plain {plain[0]['train_loss']:.4f} hubtune {hub[0]['train_loss']:.4f}")

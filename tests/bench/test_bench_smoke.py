@@ -60,6 +60,8 @@ def test_embedded_job_breakdown_dispatch_and_overhead_report(tmp_path, capsys):
     dispatch_latency.summarize("x", samples)
     plain = training_overhead.run_plain(w, tmp_path / "plain")
     assert plain["steps"] == 2 and plain["trained_tokens"] == hub["trained_tokens"]
+    # The job's result records the positions its steps computed (padding included): the same batches.
+    assert plain["fed_positions"] == hub["fed_positions"] > hub["trained_tokens"]
     summary = training_overhead.report(w, [plain], [hub])
     assert summary["ratio"] == pytest.approx(plain["train_phase_s"] / hub["train_phase_s"])
     assert "ratio plain/hubtune" in capsys.readouterr().out
@@ -87,3 +89,14 @@ def test_drive_counts_errors():
     # No server needed for the counting itself: the client is never used by `make`.
     out = asyncio.run(api_load.drive("http://127.0.0.1:9", "k", make, requests=10, concurrency=2))
     assert out["errors"] == 5 and out["rps"] > 0
+
+
+@pytest.mark.parametrize("n, expected", [(5, None), (6, (0, 5)), (10, (1, 8)), (20, (5, 14))])
+def test_median_interval_uses_the_binomial_order_statistics(n, expected):
+    # Shuffled input: the interval comes from the sorted rounds, (k-th, (n-k+1)-th) with P >= 95 %.
+    rounds = [float(x) for x in range(n)][::-1]
+    low, high = training_overhead.median_interval(rounds)
+    if expected is None:
+        assert (low, high) == (float("-inf"), float("inf"))  # 5 rounds cannot give 95 %
+    else:
+        assert (low, high) == expected
