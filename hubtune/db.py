@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -30,9 +32,30 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-@lru_cache(maxsize=8)
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
 def engine_for(url: str) -> Engine:
-    return make_engine(url)
+    with _engines_lock:
+        if url not in _engines:
+            _engines[url] = make_engine(url)
+        return _engines[url]
+
+
+def _forget_inherited_connections() -> None:
+    # A forked process (a Celery task process, a replacement for one, a distributed rank) must never use
+    # its parent's pooled connections: two processes on one PostgreSQL socket corrupt the protocol
+    # ("prepared statement already exists"). dispose(close=False) drops them here without closing them
+    # under the parent; this process opens its own. The lock is new too: a fork copies it in whatever
+    # state another thread of the parent left it.
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
 def get_engine() -> Engine:
