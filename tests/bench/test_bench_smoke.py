@@ -61,7 +61,7 @@ def test_embedded_job_breakdown_dispatch_and_overhead_report(tmp_path, capsys):
     plain = training_overhead.run_plain(w, tmp_path / "plain")
     assert plain["steps"] == 2 and plain["trained_tokens"] == hub["trained_tokens"]
     # The job's result records the positions its steps computed (padding included): the same batches.
-    assert plain["fed_positions"] == hub["fed_positions"] > hub["trained_tokens"]
+    assert plain["fed_positions"] == hub["fed_positions"] >= hub["trained_tokens"] > 0
     summary = training_overhead.report(w, [plain], [hub])
     assert summary["ratio"] == pytest.approx(plain["train_phase_s"] / hub["train_phase_s"])
     assert "ratio plain/hubtune" in capsys.readouterr().out
