@@ -243,13 +243,21 @@ class Lab:
             raise AssertionError(f"{exc}; job is {self.job(job_id).status}\n{self.stack.logs()}") from None
 
     def wait_trained_past_checkpoint(self, job_id: str, timeout: float = 180) -> int:
-        """Wait until the job has a recorded checkpoint and trained a few steps past it; its step."""
-        def past() -> int | None:
-            rows = self.sql("SELECT max(step) AS step FROM checkpoints WHERE job_id = :id", id=job_id)
-            step = rows[0].step
-            return step if step and max(self.steps(job_id), default=0) >= step + 2 else None
+        """Wait until the job has a recorded checkpoint and trained a few steps past it; its step.
 
-        return _wait(past, timeout, f"{job_id} to train past a checkpoint")
+        Metrics events are written in batches (once a second, and before each checkpoint), so the steps
+        seen past the newest checkpoint can lag: a second checkpoint also shows the run went past the first."""
+        def past() -> int | None:
+            rows = self.sql("SELECT max(step) AS step, count(*) AS n FROM checkpoints WHERE job_id = :id", id=job_id)
+            step, n = rows[0].step, rows[0].n
+            if not step or self.job(job_id).status != "running":
+                return None
+            return step if n >= 2 or max(self.steps(job_id), default=0) >= step + 2 else None
+
+        try:
+            return _wait(past, timeout, f"{job_id} to train past a checkpoint")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; job is {self.job(job_id).status}\n{self.stack.logs()}") from None
 
     def holder(self, job_id: str) -> str:
         """The name of the worker whose process group holds the job's lease."""
