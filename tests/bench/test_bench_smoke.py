@@ -93,7 +93,7 @@ def test_drive_counts_errors():
 
 @pytest.mark.parametrize("n, expected", [(5, None), (6, (0, 5)), (10, (1, 8)), (20, (5, 14))])
 def test_median_interval_uses_the_binomial_order_statistics(n, expected):
-    # Shuffled input: the interval comes from the sorted rounds, (k-th, (n-k+1)-th) with P >= 95 %.
+    # Rounds in reverse order: the interval comes from the sorted rounds, (k-th, (n-k+1)-th) with P >= 95 %.
     rounds = [float(x) for x in range(n)][::-1]
     low, high = training_overhead.median_interval(rounds)
     if expected is None:

@@ -377,10 +377,6 @@ def test_real_minilm_few_steps(tmp_path, minilm):
     assert torch.allclose(torch.tensor(again["logits"]), torch.tensor(result.reference["logits"]), atol=1e-4)
 
 
-def test_zz_print_timings():
-    print("timings (s):", json.dumps(TIMINGS))
-
-
 def test_every_checkpoint_holds_the_tokenizer_serialised_once(tmp_path, tiny_bert, monkeypatch):
     import worker.engine.trainer as trainer_module
 
@@ -401,3 +397,8 @@ def test_every_checkpoint_holds_the_tokenizer_serialised_once(tmp_path, tiny_ber
         for name, data in files.items():
             assert (c["path"] / name).read_bytes() == data, f"{c['path'].name}/{name} differs"
         assert load_tokenizer(c["path"])("a checkpoint")["input_ids"] == base("a checkpoint")["input_ids"]
+
+
+def test_zz_print_timings():
+    print("timings (s):", json.dumps(TIMINGS))
+
