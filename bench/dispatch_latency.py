@@ -3,8 +3,9 @@
 Submits N small jobs one at a time (tiny BERT, 2 steps) to an idle worker, each after the previous one
 ended, on
   - the distributed stack: PostgreSQL (a fresh database) + a private redis-server + `hubtune server` +
-    `hubtune worker` (one process for prepare, train and publish);
-  - the embedded stack: `hubtune up` (SQLite + the file-system queue).
+    compose.yaml's two workers (prepare + publish, reusing their task process; train, a fresh task
+    process per job);
+  - the embedded stack: `hubtune up` (SQLite + the file-system queue, the same two workers).
 From the job rows (server clocks, same machine): submit -> queued (the prepare task: validate,
 count tokens, estimate memory), queued -> running (the train doorbell, claim) and submit -> running.
 Prints p50 and p99 in milliseconds.

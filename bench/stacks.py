@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.services import free_port, postgres_database
-from tests.support.stack import Stack
+from tests.support.stack import COMPOSE_WORKERS, Stack
 
 # Benches measure the service, not the rate limiter (helper B's setting; 0 = off).
 NO_LIMITS = {"HUBTUNE_RATE_LIMIT_PER_MINUTE": "0", "HUBTUNE_MAX_QUEUED_JOBS_PER_OWNER": "0",
@@ -48,14 +48,15 @@ def private_redis() -> Iterator[str]:
 
 @contextlib.contextmanager
 def distributed(root: Path, *, models: dict[str, Path] = {}, worker: bool = True) -> Iterator[tuple[Stack, str, str]]:
-    """PostgreSQL + a private Redis + `hubtune server` (+ `hubtune worker`): (stack, admin key, database url)."""
+    """PostgreSQL + a private Redis + `hubtune server` (+ compose.yaml's two workers): (stack, admin key,
+    database url)."""
     with private_redis() as broker, postgres_database("hubtune_bench") as db_url:
         stack = Stack(root, {"HUBTUNE_DATABASE_URL": db_url, "HUBTUNE_BROKER_URL": broker,
                              "HUBTUNE_HUB_BACKEND": "local", "HUBTUNE_HUB_DIR": "", **NO_LIMITS})
         for repo_id, path in models.items():
             stack.run("hub", "import", str(path), repo_id)
         if worker:
-            stack.start()
+            stack.start(workers=COMPOSE_WORKERS)
         else:
             stack.run("db", "upgrade")
             stack.spawn("server", "server", "--port", str(stack.port), "--no-migrate")
@@ -69,7 +70,7 @@ def distributed(root: Path, *, models: dict[str, Path] = {}, worker: bool = True
 
 @contextlib.contextmanager
 def embedded(root: Path, *, models: dict[str, Path] = {}) -> Iterator[tuple[Stack, str, str]]:
-    """`hubtune up` (SQLite, file-system queue, local hub, one worker): (stack, admin key, database url)."""
+    """`hubtune up` (SQLite, file-system queue, local hub, its two workers): (stack, admin key, database url)."""
     stack = Stack(root, EMBEDDED)
     for repo_id, path in models.items():
         stack.run("hub", "import", str(path), repo_id)

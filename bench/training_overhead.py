@@ -5,7 +5,7 @@ llama-architecture causal LM built from a config on prompt/completion rows) it r
 and repeated:
   - plain: bench/plain_peft.py in a fresh process (transformers + peft by hand, no hubtune code);
   - hubtune: a job submitted over REST to an embedded `hubtune up` (SQLite, file-system queue, local
-    hub, one worker), followed to `succeeded`.
+    hub, its two workers), followed to `succeeded`.
 Same data, LoRA r/alpha/dropout and targets, steps, batch, learning rate, seed; one checkpoint at the
 last step on both sides; evaluation on the validation file after training.
 

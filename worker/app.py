@@ -3,6 +3,8 @@
 from hubtune.queue import get_celery
 
 app = get_celery()
+# Only the worker process uses the pool, so it is named here and not in hubtune.queue's shared settings.
+app.conf.worker_pool = "worker.pool:PromptTaskPool"
 
 import worker.tasks  # noqa: E402,F401  (registers the tasks on the app)
 import worker.registry  # noqa: E402,F401  (registers the worker row on start-up)

@@ -1,5 +1,5 @@
 """`hubtune up`: the embedded all-in-one — SQLite, the file-system queue, the local hub, the API server
-and one worker process — on one machine with no service installed."""
+and two workers, as compose.yaml lays them out — on one machine with no service installed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from hubtune.queue import DEFAULT_TRAIN_QUEUE, PREPARE_QUEUE, PUBLISH_QUEUE
 
 DEMO_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -36,7 +38,7 @@ def run_up(args: argparse.Namespace) -> int:
     key = ensure_admin_key(settings.data_dir)
     import_demo_model()
     host, port = args.host or settings.host, args.port or settings.port
-    worker = start_worker()
+    workers = start_workers(settings.worker_max_tasks_per_child)
     from hubtune.sweeper import start_thread
 
     start_thread(settings)  # recovers jobs of a crashed worker and lost doorbells, as in the distributed setup
@@ -49,11 +51,7 @@ def run_up(args: argparse.Namespace) -> int:
     try:
         server.run()
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_workers(workers)
     return outcome.get("rc", 0)
 
 
@@ -96,9 +94,26 @@ def import_demo_model() -> None:
     print(f"imported {DEMO_BASE_MODEL}@{commit[:12]} into the local hub", flush=True)
 
 
-def start_worker() -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "hubtune.cli", "worker", "--loglevel", "WARNING"]
-    return subprocess.Popen(cmd, env=os.environ.copy())
+def start_workers(max_tasks_per_child: int | None) -> list[subprocess.Popen]:
+    """A worker for prepare and publish that keeps its task process, so a job starts within
+    milliseconds, and a training worker that forks a fresh (warm) task process for each training:
+    a task process reused across jobs trains measurably slower (BENCHMARKS.md, section 1)."""
+    base = [sys.executable, "-m", "hubtune.cli", "worker", "--loglevel", "WARNING"]
+    layouts = (
+        ["--queues", f"{PREPARE_QUEUE},{PUBLISH_QUEUE}", "--name", "cpu@%h"],
+        ["--queues", DEFAULT_TRAIN_QUEUE, "--name", "train@%h", "--max-tasks-per-child", str(max_tasks_per_child or 1)],
+    )
+    return [subprocess.Popen(base + layout, env=os.environ.copy()) for layout in layouts]
+
+
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 def _demo_then(server, url: str, key: str, exit_after: bool, outcome: dict[str, int]) -> None:

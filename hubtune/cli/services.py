@@ -23,6 +23,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("worker", help="run a Celery worker")
     w.add_argument("--queues", default=",".join(ALL_QUEUES), help="comma-separated queues to serve")
     w.add_argument("--concurrency", type=int, default=None, help="task processes (default HUBTUNE_WORKER_CONCURRENCY)")
+    w.add_argument("--max-tasks-per-child", type=int, default=None,
+                   help="replace a task process after this many tasks (default HUBTUNE_WORKER_MAX_TASKS_PER_CHILD, "
+                        "unset: reuse it); 1 on training workers")
+    w.add_argument("--name", default=None, help="Celery node name, e.g. train@%%h (default celery@<host>)")
     w.add_argument("--loglevel", default="INFO")
     w.set_defaults(func=run_worker)
 
@@ -58,6 +62,10 @@ def run_worker(args: argparse.Namespace) -> int:
         "--concurrency", str(args.concurrency or settings.worker_concurrency),
         "--pool", "prefork", "--without-gossip", "--without-mingle",
     ]
+    if args.max_tasks_per_child:
+        argv += ["--max-tasks-per-child", str(args.max_tasks_per_child)]
+    if args.name:
+        argv += ["--hostname", args.name]
     app.worker_main(argv)
     return 0
 

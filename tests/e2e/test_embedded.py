@@ -1,5 +1,5 @@
 """End to end in embedded mode: `hubtune up` alone — SQLite, the file-system queue, the local hub,
-the server and one worker process — with no service installed."""
+the server and its two workers — with no service installed."""
 
 from __future__ import annotations
 
@@ -40,6 +40,15 @@ def test_hubtune_up_runs_a_job_end_to_end(tmp_path):
         job = wait_for(client, job["id"], stack=stack)
         assert job["status"] == "succeeded", (job["error"], stack.logs())
         assert_loss_fell(all_events(client, job["id"]))
+        again = wait_for(client, client.post("/fine_tuning/jobs", json={
+            "model": "tiny/bert", "training_file": train, "task": "sequence_classification",
+            "training": {"max_steps": 2, "max_seq_length": 32}, "hub": {"repo_id": "admin/tiny-cls-2"},
+        }).json()["id"], stack=stack)
+        assert again["status"] == "succeeded", (again["error"], stack.logs())
+        # Two workers, as compose.yaml has them: prepare/publish, and training in a fresh process per job.
+        workers = {tuple(w["queues"]) for w in client.get("/workers").json()["data"]}
+        assert workers == {("prepare", "publish"), ("train",)}
+        assert _trained_in(client, job["id"]) != _trained_in(client, again["id"])
     finally:
         stack.stop()
     # Everything lives under the data dir: the SQLite database, the queue folder and the local hub.
@@ -53,6 +62,12 @@ def test_hubtune_up_runs_a_job_end_to_end(tmp_path):
                                         adapter_dir=adapter, task="sequence_classification",
                                         inputs=reference["inputs"])
     assert_same_outputs(reference, loaded)
+
+
+def _trained_in(client, job_id: str) -> str:
+    """The task process that trained the job ("host:pid"), from its start event."""
+    prefix = "Fine-tuning job started on "
+    return next(e["message"][len(prefix):] for e in all_events(client, job_id) if e["message"].startswith(prefix))
 
 
 def test_readme_demo_on_real_minilm(tmp_path):

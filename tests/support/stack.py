@@ -17,6 +17,11 @@ from tests.support.services import free_port
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
+# compose.yaml's workers: prepare and publish keep their task process; training forks a fresh one per task.
+COMPOSE_WORKERS = {"worker-cpu": ("--queues", "prepare,publish", "--name", "cpu@%h"),
+                   "worker-gpu": ("--queues", "train", "--name", "train@%h", "--max-tasks-per-child", "1")}
+
+
 def hubtune_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "hubtune.cli", *args]
 
@@ -46,9 +51,12 @@ class Stack:
         self.procs.append((name, proc))
         return proc
 
-    def start(self, *, worker_queues: str = "prepare,train,publish") -> Stack:
+    def start(self, *, worker_queues: str = "prepare,train,publish",
+              workers: dict[str, tuple[str, ...]] | None = None) -> Stack:
+        """Migrate, then start the server and one worker for `worker_queues`, or the named `workers`."""
         self.run("db", "upgrade")
-        self.spawn("worker", "worker", "--queues", worker_queues, "--loglevel", "INFO")
+        for name, args in (workers or {"worker": ("--queues", worker_queues)}).items():
+            self.spawn(name, "worker", *args, "--loglevel", "INFO")
         self.spawn("server", "server", "--port", str(self.port), "--no-migrate")
         self.wait_healthy()
         return self

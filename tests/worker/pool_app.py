@@ -1,0 +1,30 @@
+"""A Celery app for tests/worker/test_pool.py: one task that says which process ran it and when."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from celery import Celery
+
+# The worker process reads its settings from the environment; the test process sets them on the app.
+_broker = os.environ.get("POOL_TEST_BROKER")
+app = Celery("pool_test", broker=_broker, backend=_broker)
+app.conf.update(worker_pool=os.environ.get("POOL_TEST_POOL", "prefork"),
+                task_default_queue=os.environ.get("POOL_TEST_QUEUE", "pool-test"),
+                worker_prefetch_multiplier=1, broker_connection_retry_on_startup=True)
+
+
+_held: list = []
+
+
+@app.task(name="pool_test.started")
+def started() -> dict:
+    at = time.time()
+    # Like a training task process: threads and a large heap. Its exit then takes long enough, after its
+    # sentinel pipe closes, for the stock pool to miss it.
+    for _ in range(4):
+        threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+    _held.append(b"\x01" * (256 << 20))
+    return {"pid": os.getpid(), "at": at}
