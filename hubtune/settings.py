@@ -98,7 +98,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_broker_url(self) -> str:
-        return self.broker_url or "filesystem://"
+        # A host in the URL, though the file-system transport ignores it: without one kombu warns
+        # "No hostname was supplied" on every connection, in the demo's output too.
+        return self.broker_url or "filesystem://localhost/"
 
     @property
     def queue_dir(self) -> Path:

@@ -82,4 +82,5 @@ def test_readme_demo_on_real_minilm(tmp_path):
     assert "imported sentence-transformers/all-MiniLM-L6-v2" in out.stdout
     assert "status: succeeded" in out.stdout
     assert "adapter: admin/all-MiniLM-L6-v2-tickets@" in out.stdout
+    assert "No hostname was supplied" not in out.stdout + out.stderr  # kombu's noise in the demo's output
     print(f"demo took {time.monotonic() - start:.0f}s")
