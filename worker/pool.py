@@ -9,6 +9,8 @@ on training workers, that delay fell on the next job: it started 2-5 s late.
 
 from __future__ import annotations
 
+import time
+
 from celery.concurrency.asynpool import AsynPool
 from celery.concurrency.prefork import TaskPool
 
@@ -22,17 +24,14 @@ class PromptAsynPool(AsynPool):
     def _event_process_exit(self, hub, proc):
         super()._event_process_exit(hub, proc)  # stops watching the sentinel, maintains the pool
         if proc.exitcode is None:
-            self._maintain_when_reapable(hub, proc, GIVE_UP_SECONDS)
+            # A timer, not a wait: the parent's event loop keeps serving the broker meanwhile.
+            hub.call_later(RETRY_SECONDS, self._maintain_when_reapable, hub, proc, time.monotonic() + GIVE_UP_SECONDS)
 
-    def _maintain_when_reapable(self, hub, proc, left: float) -> None:
-        def check() -> None:
-            if proc.exitcode is not None:
-                self.maintain_pool()
-            elif left > RETRY_SECONDS:
-                self._maintain_when_reapable(hub, proc, left - RETRY_SECONDS)
-
-        # A timer, not a wait: the parent's event loop keeps serving the broker meanwhile.
-        hub.call_later(RETRY_SECONDS, check)
+    def _maintain_when_reapable(self, hub, proc, deadline: float) -> None:
+        if proc.exitcode is not None:
+            self.maintain_pool()
+        elif time.monotonic() < deadline:
+            hub.call_later(RETRY_SECONDS, self._maintain_when_reapable, hub, proc, deadline)
 
 
 class PromptTaskPool(TaskPool):

@@ -94,16 +94,22 @@ def import_demo_model() -> None:
     print(f"imported {DEMO_BASE_MODEL}@{commit[:12]} into the local hub", flush=True)
 
 
+def worker_layout(max_tasks_per_child: int | None = None) -> dict[str, list[str]]:
+    """compose.yaml's workers, as `hubtune worker` arguments: one for prepare and publish that keeps its
+    task process, so a job starts within milliseconds, and one for training that forks a fresh (warm)
+    task process per training: a task process reused across jobs trains measurably slower
+    (BENCHMARKS.md, section 1)."""
+    return {
+        "worker-cpu": ["--queues", f"{PREPARE_QUEUE},{PUBLISH_QUEUE}", "--name", "cpu@%h"],
+        "worker-gpu": ["--queues", DEFAULT_TRAIN_QUEUE, "--name", "train@%h",
+                       "--max-tasks-per-child", str(max_tasks_per_child or 1)],
+    }
+
+
 def start_workers(max_tasks_per_child: int | None) -> list[subprocess.Popen]:
-    """A worker for prepare and publish that keeps its task process, so a job starts within
-    milliseconds, and a training worker that forks a fresh (warm) task process for each training:
-    a task process reused across jobs trains measurably slower (BENCHMARKS.md, section 1)."""
     base = [sys.executable, "-m", "hubtune.cli", "worker", "--loglevel", "WARNING"]
-    layouts = (
-        ["--queues", f"{PREPARE_QUEUE},{PUBLISH_QUEUE}", "--name", "cpu@%h"],
-        ["--queues", DEFAULT_TRAIN_QUEUE, "--name", "train@%h", "--max-tasks-per-child", str(max_tasks_per_child or 1)],
-    )
-    return [subprocess.Popen(base + layout, env=os.environ.copy()) for layout in layouts]
+    return [subprocess.Popen(base + args, env=os.environ.copy())
+            for args in worker_layout(max_tasks_per_child).values()]
 
 
 def stop_workers(workers: list[subprocess.Popen]) -> None:

@@ -401,4 +401,3 @@ def test_every_checkpoint_holds_the_tokenizer_serialised_once(tmp_path, tiny_ber
 
 def test_zz_print_timings():
     print("timings (s):", json.dumps(TIMINGS))
-

@@ -12,14 +12,14 @@ from typing import Any
 
 import httpx
 
+from hubtune.cli.embedded import worker_layout
 from tests.support.services import free_port
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
-# compose.yaml's workers: prepare and publish keep their task process; training forks a fresh one per task.
-COMPOSE_WORKERS = {"worker-cpu": ("--queues", "prepare,publish", "--name", "cpu@%h"),
-                   "worker-gpu": ("--queues", "train", "--name", "train@%h", "--max-tasks-per-child", "1")}
+# compose.yaml's workers, as `hubtune up` starts them: prepare/publish reused; a fresh process per training.
+COMPOSE_WORKERS = {name: tuple(args) for name, args in worker_layout().items()}
 
 
 def hubtune_cmd(*args: str) -> list[str]:
