@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pathlib
 
-from .base import Hub, folder_files
+from .base import Hub, VisibleOnly, folder_files
 from .errors import (
     HubAuthError,
     HubConflict,
@@ -55,6 +55,7 @@ __all__ = [
     "LocalHub",
     "RepoNotFound",
     "RevisionNotFound",
+    "VisibleOnly",
     "folder_files",
     "is_dataset_ref",
     "make_hub",

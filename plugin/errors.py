@@ -26,10 +26,15 @@ class InvalidRepoId(HubError, ValueError):
     code = "invalid_repo_id"
 
 
+# What every backend says about a repo it cannot show, whether it is missing or hidden from the caller,
+# so that the answer never tells which (and never names a server folder).
+NOT_FOUND_DETAIL = "it does not exist, or you may not see it"
+
+
 class RepoNotFound(HubError):
     code = "repo_not_found"
 
-    def __init__(self, repo_id: str, *, repo_type: str = "model", detail: str = ""):
+    def __init__(self, repo_id: str, *, repo_type: str = "model", detail: str = NOT_FOUND_DETAIL):
         message = f"{repo_type} repo '{repo_id}' not found" + (f": {detail}" if detail else "")
         super().__init__(message, repo_id=repo_id)
 

@@ -119,6 +119,12 @@ class HFHub:
             )
         return info.oid
 
+    def is_private(self, repo_id: str, *, repo_type: str = "model") -> bool:
+        self._check(repo_id, "main", repo_type)
+        with self._translate(repo_id, None, repo_type):
+            info = self._api.repo_info(repo_id, repo_type=repo_type)
+        return info.private is not False  # a hub that does not say counts as private: fail closed
+
     def files(self, repo_id: str, *, revision: str, repo_type: str = "model") -> dict[str, str]:
         revision = self._check(repo_id, revision, repo_type)
         with self._translate(repo_id, revision, repo_type):
@@ -167,7 +173,7 @@ def translate_error(
     if isinstance(err, RevisionNotFoundError):
         return RevisionNotFound(repo_id, revision or "main", detail=_server_message(err))
     if isinstance(err, RepositoryNotFoundError):
-        return RepoNotFound(repo_id, repo_type=repo_type, detail="it does not exist, or the token may not see it")
+        return RepoNotFound(repo_id, repo_type=repo_type)
     if isinstance(err, HfHubHTTPError):
         return _from_status(err, where, ctx)
     if isinstance(err, HFValidationError):

@@ -112,6 +112,9 @@ class LocalHub:
         self.create_repo(repo_id, repo_type=repo_type, private=private)
         return self.commit(repo_id, files=files, message=message, branch=branch, repo_type=repo_type)
 
+    def is_private(self, repo_id: str, *, repo_type: str = "model") -> bool:
+        return bool(self.repo_info(repo_id, repo_type=repo_type).get("private", True))
+
     def files(self, repo_id: str, *, revision: str, repo_type: str = "model") -> dict[str, str]:
         return {path: entry["oid"] for path, entry in self.tree(repo_id, revision=revision, repo_type=repo_type).items()}
 
@@ -265,7 +268,8 @@ class LocalHub:
     def _existing_repo(self, repo_id: str, repo_type: str) -> pathlib.Path:
         repo = self._repo_dir(repo_id, repo_type)
         if not (repo / "repo.json").exists():
-            raise RepoNotFound(repo_id, repo_type=repo_type, detail=f"no such repo in local hub {self.root}")
+            # No folder in the message: errors reach API answers and job errors.
+            raise RepoNotFound(repo_id, repo_type=repo_type)
         return repo
 
     def _ref_path(self, repo: pathlib.Path, branch: str) -> pathlib.Path:

@@ -14,7 +14,7 @@ from server.errors import ERROR_RESPONSES, drop_validation_422, install_error_ha
 from server.limits import BodyLimit, BodyTooLarge, RateLimit, body_too_large
 from server.dashboard import install_dashboard
 from server.dashboard.security import security_headers
-from server.routes import estimate, files, health, hub, jobs, metrics, queues, workers
+from server.routes import estimate, files, health, hub, jobs, keys, metrics, queues, workers
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(hub.router)
     v1.include_router(queues.router)
     v1.include_router(workers.router)
+    v1.include_router(keys.router)
     app.include_router(v1)
     app.include_router(health.router)
     app.include_router(metrics.router)

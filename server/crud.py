@@ -12,6 +12,7 @@ from hubtune.destinations import DestinationRefused, check_url
 from hubtune.ids import new_id
 from hubtune.lifecycle import TERMINAL, Status, add_event, still_stopping, transition
 from hubtune.models import ApiKey, Checkpoint, File, Job, JobEvent, now
+from hubtune.namespaces import Rights, has_hub_credential, write_refusal
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, PREPARE, TRAIN, ring
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
@@ -180,6 +181,7 @@ def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Set
             check_repo_id(request.hub.repo_id)
         except InvalidModelRef as exc:
             raise bad_request(str(exc), param="hub.repo_id", code="invalid_repo_id") from None
+    check_hub_repo(session, key, request)
     _check_file(session, key, request.training_file, "training_file")
     if request.webhook_url is not None:
         try:
@@ -199,6 +201,7 @@ def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Set
     job = Job(
         id=new_id("ftjob"),
         owner=key.owner,
+        key_id=key.id,  # publish re-checks this key's hub namespaces (hubtune.namespaces)
         status=Status.VALIDATING_FILES.value,
         model=request.model,
         training_file=request.training_file,
@@ -219,6 +222,16 @@ def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Set
     add_event(session, job.id, "Created fine-tuning job", data={"job_id": job.id})
     ring(session, PREPARE, job.id)
     return job
+
+
+def check_hub_repo(session: Session, key: ApiKey, request: JobRequest, *, param: str = "hub.repo_id") -> None:
+    """403 naming `param` when the job would publish through the server's own hub access (the owner
+    stored no hub token of their own) to a namespace the key does not own (hubtune.namespaces)."""
+    repo_id = request.hub.repo_id if request.hub else None
+    if repo_id is None or has_hub_credential(session, key.owner):
+        return
+    if (why := write_refusal(Rights.of(key), repo_id)) is not None:
+        raise ApiError(403, why, param=param, code="forbidden")
 
 
 def cancel_job(session: Session, job: Job) -> None:
@@ -278,8 +291,11 @@ def resume_job(session: Session, job: Job) -> None:
         raise ApiError(409, f"Fine-tuning job {job.id} is changing state; try again.", code="conflict")
 
 
-def retry_publish(session: Session, job: Job) -> None:
-    """failed -> running at stage publishing, with the publish doorbell: pushes the kept artifact again."""
+def retry_publish(session: Session, job: Job, *, key: ApiKey) -> None:
+    """failed -> running at stage publishing, with the publish doorbell: pushes the kept artifact again.
+    The retry publishes with the rights of the key that asks for it (checked here, 403, and again at
+    publish), so an admin or a key granted the namespace can push a job that an owner's grant no longer
+    covers."""
     from pathlib import Path
 
     from hubtune.lifecycle import Stage
@@ -296,9 +312,10 @@ def retry_publish(session: Session, job: Job) -> None:
             f"Fine-tuning job {job.id} has no trained artifact to publish (it failed before training finished).",
             param="fine_tuning_job_id", code="no_artifact",
         )
+    check_hub_repo(session, key, JobRequest.model_validate(job.spec))
     if transition(session, job.id, Status.RUNNING, expect=Status.FAILED, message="Publishing to the hub again",
                   stage=Stage.PUBLISHING.value, error=None, finished_at=None, lease_owner=None,
-                  lease_expires_at=None):
+                  lease_expires_at=None, key_id=key.id):
         ring(session, PUBLISH, job.id)
         return
     raise ApiError(409, f"Fine-tuning job {job.id} is changing state; try again.", code="conflict")

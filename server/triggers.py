@@ -10,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hubtune.models import ApiKey, HubCredential, HubDelivery, Trigger, now
+from hubtune.models import ApiKey, HubDelivery, Trigger, now
+from hubtune.namespaces import owner_hub_token
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
 from plugin.datasets import is_dataset_ref, parse_dataset_ref
@@ -65,6 +66,14 @@ def _start(session: Session, settings: Settings, trigger: Trigger, event: HubWeb
     head = (update.new_sha if update else None) or (event.head_sha if branch == "main" else None)
     if head is None:
         return f"the delivery names no new commit of branch '{branch}'"
+    key = _trigger_key(session, trigger)
+    if key.revoked_at is not None:
+        return "the API key that created this trigger has been revoked"
+    request = JobRequest.model_validate(pinned_template(trigger.template, trigger.repo_id, head))
+    try:  # the key's grants may have changed since the trigger was created
+        crud.check_hub_repo(session, key, request, param="job.hub.repo_id")
+    except ApiError as exc:
+        return exc.message
     if trigger.path_pattern and update and update.old_sha:
         changed = _changed_paths(session, settings, trigger, update.old_sha, head)
         if not any(fnmatch.fnmatchcase(path, trigger.path_pattern) for path in changed):
@@ -75,9 +84,7 @@ def _start(session: Session, settings: Settings, trigger: Trigger, event: HubWeb
             session.add(delivery)
     except IntegrityError:
         return f"commit {head} was already handled"
-    owner = ApiKey(owner=trigger.owner, is_admin=False)  # not stored: acts as the trigger's owner
-    request = JobRequest.model_validate(pinned_template(trigger.template, trigger.repo_id, head))
-    job = crud.create_job(session, owner, request, settings)
+    job = crud.create_job(session, key, request, settings)
     delivery.job_id = job.id
     answer.jobs.append(job.id)
     return None
@@ -99,11 +106,15 @@ def _changed_paths(session: Session, settings: Settings, trigger: Trigger, old: 
     return {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
 
 
-def _owner_token(session: Session, settings: Settings, owner: str) -> str | None:
-    from hubtune.crypto import decrypt
+def _trigger_key(session: Session, trigger: Trigger) -> ApiKey:
+    """The key that created the trigger (its jobs are that key's, checked against its current grants);
+    a trigger from before keys were recorded acts as its owner with no grants (not stored)."""
+    key = session.get(ApiKey, trigger.key_id) if trigger.key_id else None
+    if key is None and trigger.key_id:  # deleted since: as good as revoked
+        return ApiKey(owner=trigger.owner, is_admin=False, namespaces=[], revoked_at=now())
+    return key or ApiKey(owner=trigger.owner, is_admin=False, namespaces=[])
 
-    stored = session.execute(select(HubCredential.token_encrypted).where(HubCredential.owner == owner)
-                             .order_by(HubCredential.created_at.desc()).limit(1)).scalar_one_or_none()
-    if stored is not None:
-        return decrypt(settings, stored)
-    return settings.hub_token.get_secret_value() if settings.hub_token else None
+
+def _owner_token(session: Session, settings: Settings, owner: str) -> str | None:
+    token = owner_hub_token(session, settings, owner)
+    return token if token is not None else (settings.hub_token.get_secret_value() if settings.hub_token else None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 
@@ -11,5 +13,24 @@ def job_error(exc: BaseException) -> dict[str, Any]:
     code = getattr(exc, "code", None)
     param = getattr(exc, "param", None)
     if isinstance(exc, HubError) or code:
-        return {"code": code or "hub_error", "message": str(exc), "param": param}
-    return {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}", "param": None}
+        return {"code": code or "hub_error", "message": without_server_paths(str(exc)), "param": param}
+    return {"code": "internal_error", "message": without_server_paths(f"{type(exc).__name__}: {exc}"), "param": None}
+
+
+def without_server_paths(text: str) -> str:
+    """The message with the server's folders (data dir, hub, hub cache, temp dir) replaced by a name:
+    job errors reach API answers, and a library's error (an OSError, a loader's complaint) may quote a
+    file path that says how the server is laid out."""
+    from hubtune.settings import get_settings
+
+    settings = get_settings()
+    folders = {settings.hub_cache_dir: "<hub-cache>", settings.resolved_hub_dir: "<hub>",
+               settings.data_dir: "<data>", Path(tempfile.gettempdir()): "<tmp>"}
+    spellings = {}
+    for folder, name in folders.items():
+        for form in {str(folder.absolute()), str(folder.resolve())}:
+            if form != "/":
+                spellings[form] = name
+    for form in sorted(spellings, key=len, reverse=True):  # the hub dir before the data dir holding it
+        text = text.replace(form, spellings[form])
+    return text

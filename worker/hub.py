@@ -17,23 +17,23 @@ def hub_from_settings(settings: Settings) -> Hub:
     )
 
 
-def hub_for_owner(settings: Settings, owner: str) -> Hub:
-    """The hub as `owner` sees it: with their newest stored hub credential, else the server's token.
+def owner_hub(settings: Settings, owner: str) -> tuple[Hub, bool]:
+    """(the hub as `owner` sees it, True when that is the server's own access). With their newest stored
+    hub credential the hub decides what they may do; with the server's own access hubtune.namespaces does.
 
     The token is read from the database here, at run time, so it never travels in a task message.
     """
-    from sqlalchemy import select
-
-    from hubtune.crypto import decrypt
     from hubtune.db import session_scope
-    from hubtune.models import HubCredential
+    from hubtune.namespaces import owner_hub_token
 
     with session_scope() as session:
-        stored = session.execute(
-            select(HubCredential.token_encrypted).where(HubCredential.owner == owner)
-            .order_by(HubCredential.created_at.desc(), HubCredential.id.desc()).limit(1)
-        ).scalar_one_or_none()
-    if stored is None:
-        return hub_from_settings(settings)
+        token = owner_hub_token(session, settings, owner)
+    if token is None:
+        return hub_from_settings(settings), True
     return make_hub(backend=settings.hub_backend, hub_dir=settings.resolved_hub_dir, endpoint=settings.hub_endpoint,
-                    token=decrypt(settings, stored), cache_dir=settings.hub_cache_dir)
+                    token=token, cache_dir=settings.hub_cache_dir), False
+
+
+def hub_for_owner(settings: Settings, owner: str) -> Hub:
+    """The hub as `owner` sees it: with their newest stored hub credential, else the server's token."""
+    return owner_hub(settings, owner)[0]

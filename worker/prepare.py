@@ -15,14 +15,15 @@ from sqlalchemy import select
 from hubtune.db import session_scope
 from hubtune.lifecycle import Stage, Status, add_event, transition
 from hubtune.models import File, Job, now
+from hubtune.namespaces import may_see, rights_for
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, TRAIN, ring
 from hubtune.settings import get_settings
 from hubtune.spec import JobRequest
 from hubtune.storage import Storage
-from plugin import is_dataset_ref, parse_dataset_ref, split_model_ref
+from plugin import VisibleOnly, is_dataset_ref, parse_dataset_ref, split_model_ref
 from plugin.errors import HubError, RepoNotFound, RevisionNotFound
 from worker.failures import job_error
-from worker.hub import hub_for_owner
+from worker.hub import owner_hub
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,15 @@ def run_prepare(job_id: str) -> None:
         request = JobRequest.model_validate(job.spec)
         files = _file_paths(session, job)
         owner = job.owner
+        rights = rights_for(session, key_id=job.key_id, owner=owner)
         job.stage = Stage.PREPARING.value
         # Progress the sweeper can see: it re-rings prepare only for jobs untouched this long. A duplicate
         # prepare is harmless anyway: the move to queued below is guarded, so only one of them rings train.
         job.updated_at = now()
     try:
-        hub = hub_for_owner(get_settings(), owner)
+        hub, server_access = owner_hub(get_settings(), owner)
+        if server_access:  # another owner's private repo must look missing (hubtune.namespaces)
+            hub = VisibleOnly(hub, may_see=lambda repo_id, private: may_see(rights, repo_id, private=private))
         pinned = _pull_datasets(hub, files)
         outcome = _prepare(job_id, request, files, hub)
         outcome.update(pinned)

@@ -19,12 +19,13 @@ from sqlalchemy import select
 from hubtune.db import session_scope
 from hubtune.lifecycle import LeaseLost, Stage, Status, claim_stage, transition
 from hubtune.models import Job, JobEvent, WorkerRecord
+from hubtune.namespaces import NamespaceRefused, Rights, rights_for, write_refusal
 from hubtune.settings import Settings, get_settings
 from hubtune.spec import JobRequest
 from plugin import Hub, parse_dataset_ref, read_card_metadata, render_model_card, split_model_ref
 from plugin.errors import HubAuthError, HubError, RepoNotFound
 from worker.failures import job_error
-from worker.hub import hub_for_owner
+from worker.hub import owner_hub
 from worker.lease import Lease
 from worker.train import worker_name
 
@@ -50,7 +51,7 @@ def run_publish(job_id: str) -> None:
     try:
         with Lease(job_id, token, lease_seconds=settings.lease_seconds,
                    heartbeat_seconds=settings.heartbeat_seconds) as lease:
-            hub = hub_for_owner(settings, job["owner"])
+            hub = _hub_allowed(settings, job["owner"], job["rights"], request)
             _write_card(hub, job, request, repo_id)
             if request.hub and request.hub.merge:
                 _write_merged(hub, job, request)
@@ -102,12 +103,22 @@ def _fail(job_id: str, token: int, exc: Exception, repo_id: str) -> None:
         hint = f" The hub token may not write to '{repo_id}': check the token or the repo's access rights."
     elif isinstance(exc, RepoNotFound):
         hint = f" Check that the namespace of '{repo_id}' exists and that the token can see it."
-    error["message"] = (f"Publishing to the hub failed: {error['message']}.{hint} The trained artifact is kept; "
+    error["message"] = (f"Publishing to the hub failed: {error['message'].rstrip('.')}.{hint} The trained artifact is kept; "
                         f"POST /v1/fine_tuning/jobs/{job_id}/publish pushes it again without retraining.")
     error["param"] = error.get("param") or "hub"
     with session_scope() as session:
         transition(session, job_id, Status.FAILED, expect=Status.RUNNING, expect_token=token, level="error",
                    message=error["message"], error=error, stage=None)
+
+
+def _hub_allowed(settings: Settings, owner: str, rights: Rights, request: JobRequest) -> Hub:
+    """The hub to publish `request` to; NamespaceRefused when that is the server's own access and the
+    job's key (its current row: grants change, keys get revoked) may not write to the repo."""
+    hub, server_access = owner_hub(settings, owner)
+    repo_id = request.hub.repo_id if request.hub else None  # None: the server names it (always allowed)
+    if server_access and (why := write_refusal(rights, repo_id)) is not None:
+        raise NamespaceRefused(why)
+    return hub
 
 
 def target_repo(request: JobRequest, *, owner: str, job_id: str) -> str:
@@ -136,7 +147,8 @@ def _snapshot(session, job_id: str) -> dict[str, Any]:
     trained_on = _training_worker(events)
     worker = session.get(WorkerRecord, trained_on) if trained_on else None
     return {
-        "id": job.id, "owner": job.owner, "spec": job.spec, "model_revision": job.model_revision,
+        "id": job.id, "owner": job.owner, "spec": job.spec,
+        "rights": rights_for(session, key_id=job.key_id, owner=job.owner), "model_revision": job.model_revision,
         "hyperparameters": job.hyperparameters, "result": job.result or {}, "data_report": job.data_report,
         "artifact": Path(job.artifact_path), "dataset_revisions": job.dataset_revisions or {},
         "training_file": job.training_file, "validation_file": job.validation_file,
@@ -347,6 +359,7 @@ def run_push_checkpoint(job_id: str) -> None:
         newest = session.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)
                                  .order_by(Checkpoint.step.desc()).limit(1)).scalar_one_or_none()
         owner = job.owner
+        rights = rights_for(session, key_id=job.key_id, owner=owner)
     if not (request.hub and request.hub.push_checkpoints) or newest is None or not Path(newest.path).is_dir():
         return
     repo_id, branch = target_repo(request, owner=owner, job_id=job_id), request.hub.checkpoint_branch
@@ -354,7 +367,7 @@ def run_push_checkpoint(job_id: str) -> None:
         staged = Path(tmp) / f"checkpoint-{newest.step}"
         shutil.copytree(newest.path, staged, ignore=lambda d, names: [n for n in names if n.startswith(CHECKPOINT_SKIP)])
         try:
-            commit = publish_with_retries(hub_for_owner(settings, owner), settings, repo_id, folder=Path(tmp),
+            commit = publish_with_retries(_hub_allowed(settings, owner, rights, request), settings, repo_id, folder=Path(tmp),
                                           message=f"hubtune job {job_id}: checkpoint at step {newest.step}",
                                           branch=branch, private=request.hub.private)
             text, level = f"Checkpoint at step {newest.step} pushed to {repo_id}@{branch} ({commit})", "info"

@@ -16,6 +16,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--name", default="")
     k.add_argument("--owner", default=None, help="owner of the key's jobs and files (default: the name, or 'admin')")
     k.add_argument("--admin", action="store_true", help="an admin key sees every owner's jobs")
+    k.add_argument("--namespaces", default="", metavar="NS[,NS...]",
+                   help="hub namespaces the key may publish to beyond its owner name (comma-separated)")
     k.set_defaults(func=keys_create)
 
     hub = sub.add_parser("hub", help="the model hub").add_subparsers(dest="hub_command", required=True)
@@ -39,9 +41,16 @@ def keys_create(args: argparse.Namespace) -> int:
     from hubtune.db import session_scope
     from hubtune.keys import create_key
 
+    from hubtune.namespaces import parse_namespaces
+
     owner = args.owner or args.name or "admin"
+    try:
+        namespaces = parse_namespaces(args.namespaces.split(","))
+    except ValueError as exc:
+        print(f"error: --namespaces: {exc}", file=sys.stderr)
+        return 2
     with session_scope() as session:
-        key = create_key(session, owner=owner, name=args.name, admin=args.admin)
+        key = create_key(session, owner=owner, name=args.name, admin=args.admin, namespaces=namespaces)
     print(key)
     return 0
 

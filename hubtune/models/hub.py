@@ -33,6 +33,9 @@ class Trigger(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner: Mapped[str] = mapped_column(String(128))
+    # The API key that created the trigger (migration 0006): its jobs carry it, so their hub repo is
+    # checked against that key's current grants when the trigger fires and again at publish.
+    key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     repo_id: Mapped[str] = mapped_column(String(128))
     path_pattern: Mapped[str | None] = mapped_column(String(256), nullable=True)
     template: Mapped[dict[str, Any]] = mapped_column(JSONType)

@@ -23,6 +23,9 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner: Mapped[str] = mapped_column(String(128))
+    # The API key that created the job (migration 0006): publish re-checks that key's current hub
+    # namespace grants (hubtune.namespaces). None for jobs created before keys were recorded.
+    key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     status: Mapped[str] = mapped_column(String(24))
     stage: Mapped[str | None] = mapped_column(String(24), nullable=True)
 

@@ -1,8 +1,9 @@
 """POST /v1/fine_tuning/jobs/estimate: the memory a job request would need, and where it would run.
 
 The body is the job request of `POST /v1/fine_tuning/jobs`; training_file may be left out. The model is
-resolved on the hub as the key's owner sees it (their stored hub credential, else the server's token) and
-only its config.json is read (hubtune.estimator), then the live workers are matched (hubtune.routing).
+resolved on the hub as the key's owner sees it (their stored hub credential, else the server's token, through
+which another owner's private repo answers exactly as a missing one: hubtune.namespaces) and only its
+config.json is read (hubtune.estimator), then the live workers are matched (hubtune.routing).
 Without the data, batch_size "auto" is estimated at hubtune.estimator.DEFAULT_AUTO_BATCH_SIZE (the
 largest the worker's auto rule picks), the task defaults to causal_lm for decoders and
 sequence_classification for encoders, with 2 labels, and sequences are max_seq_length tokens long.
@@ -15,14 +16,15 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hubtune.estimator import EstimateError, request_batch_size
+from hubtune.models import ApiKey
+from hubtune.namespaces import Rights, may_see, owner_hub_token
 from hubtune.routing import route_request
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
-from plugin import Hub, make_hub
+from plugin import Hub, VisibleOnly, make_hub
 from plugin.base import EntryNotFound
 from plugin.errors import HubError, HubUnavailable, RepoNotFound, RevisionNotFound
 from server import crud
@@ -76,7 +78,7 @@ def estimate_job(session: SessionDep, key: CurrentKey, settings: SettingsDep, bo
         repo_id, revision = check_model_ref(body.model)
     except InvalidModelRef as exc:
         raise bad_request(f"Invalid model '{body.model}': {exc}", param="model", code="invalid_model") from None
-    hub = hub_for_owner(session, settings, key.owner)
+    hub = hub_for_key(session, settings, key)
     sha, config = _model_config(hub, body.model, repo_id, revision)
     request = JobRequest.model_validate({**body.model_dump(), "training_file": body.training_file or "-"})
     try:
@@ -118,17 +120,14 @@ def _model_config(hub: Hub, ref: str, repo_id: str, revision: str | None) -> tup
     return sha, config
 
 
-def hub_for_owner(session: Session, settings: Settings, owner: str) -> Hub:
-    """The hub as `owner` sees it, as the worker builds it: their newest stored credential, else the
-    server's token (the server side of worker/hub.py, which the server may not import)."""
-    from hubtune.crypto import decrypt
-    from hubtune.models import HubCredential
-
-    stored = session.execute(
-        select(HubCredential.token_encrypted).where(HubCredential.owner == owner)
-        .order_by(HubCredential.created_at.desc(), HubCredential.id.desc()).limit(1)
-    ).scalar_one_or_none()
-    token = decrypt(settings, stored) if stored is not None else (
-        settings.hub_token.get_secret_value() if settings.hub_token else None)
-    return make_hub(backend=settings.hub_backend, hub_dir=settings.resolved_hub_dir, endpoint=settings.hub_endpoint,
-                    token=token, cache_dir=settings.hub_cache_dir)
+def hub_for_key(session: Session, settings: Settings, key: ApiKey) -> Hub:
+    """The hub as the key's owner sees it, as the worker builds it (worker/hub.py, which the server may not
+    import): their newest stored credential, else the server's token showing only what the key may see."""
+    token = owner_hub_token(session, settings, key.owner)
+    hub = make_hub(backend=settings.hub_backend, hub_dir=settings.resolved_hub_dir, endpoint=settings.hub_endpoint,
+                   token=token or (settings.hub_token.get_secret_value() if settings.hub_token else None),
+                   cache_dir=settings.hub_cache_dir)
+    if token is not None:
+        return hub  # the owner's own token: the hub decides what they see
+    rights = Rights.of(key)
+    return VisibleOnly(hub, may_see=lambda repo_id, private: may_see(rights, repo_id, private=private))

@@ -98,7 +98,7 @@ def resume_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) ->
 @router.post("/{fine_tuning_job_id}/publish", response_model=JobPublic)
 def publish_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
     """Push a failed job's kept artifact to the hub again, without retraining."""
-    return _change(session, key, fine_tuning_job_id, crud.retry_publish)
+    return _change(session, key, fine_tuning_job_id, lambda s, job: crud.retry_publish(s, job, key=key))
 
 
 @router.get("/{fine_tuning_job_id}/events", response_model=EventList)

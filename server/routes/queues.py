@@ -1,5 +1,6 @@
 """/v1/queues: per queue, the jobs waiting and running and the workers serving it; jobs finished per
-hour. Counts cover every owner (how long the queue is matters to everyone); the workers' ids are
+hour. An admin key's counts cover every owner; any other key's cover its owner's own jobs only (the
+worker counts stay whole), so a key learns nothing about other owners' activity. The workers' ids are
 shown to admin keys only."""
 
 from __future__ import annotations
@@ -58,10 +59,13 @@ def queue_of(status: str, stage: str | None, queue: str | None) -> str:
     return queue or DEFAULT_TRAIN_QUEUE
 
 
-def queue_counts(session: Session) -> dict[str, dict[str, int]]:
-    """{queue: {"waiting", "running", "paused"}} over live jobs, in one grouped query."""
-    stmt = (select(Job.status, Job.stage, Job.queue, func.count())
-            .where(Job.status.in_(LIVE)).group_by(Job.status, Job.stage, Job.queue))
+def queue_counts(session: Session, *, owner: str | None = None) -> dict[str, dict[str, int]]:
+    """{queue: {"waiting", "running", "paused"}} over live jobs (of `owner` only, when given), in one
+    grouped query."""
+    stmt = select(Job.status, Job.stage, Job.queue, func.count()).where(Job.status.in_(LIVE))
+    if owner is not None:
+        stmt = stmt.where(Job.owner == owner)
+    stmt = stmt.group_by(Job.status, Job.stage, Job.queue)
     out: dict[str, dict[str, int]] = defaultdict(lambda: {"waiting": 0, "running": 0, "paused": 0})
     for status, stage, queue, count in session.execute(stmt):
         column = {"running": "running", "paused": "paused"}.get(status, "waiting")
@@ -69,12 +73,12 @@ def queue_counts(session: Session) -> dict[str, dict[str, int]]:
     return out
 
 
-def finished_per_hour(session: Session, *, hours: int = HOURS) -> list[HourCount]:
+def finished_per_hour(session: Session, *, hours: int = HOURS, owner: str | None = None) -> list[HourCount]:
     end = int(now() // 3600 + 1) * 3600
     start = end - hours * 3600
     buckets = {start + 3600 * i: HourCount(hour=start + 3600 * i) for i in range(hours)}
-    rows = session.execute(select(Job.finished_at, Job.status)
-                           .where(Job.finished_at >= start, Job.status.in_(DONE)))
+    stmt = select(Job.finished_at, Job.status).where(Job.finished_at >= start, Job.status.in_(DONE))
+    rows = session.execute(stmt if owner is None else stmt.where(Job.owner == owner))
     for finished_at, status in rows:
         bucket = buckets.get(start + int((finished_at - start) // 3600) * 3600)
         if bucket is not None:
@@ -84,7 +88,8 @@ def finished_per_hour(session: Session, *, hours: int = HOURS) -> list[HourCount
 
 @router.get("", response_model=QueueList)
 def list_queues(session: SessionDep, key: CurrentKey, settings: SettingsDep) -> QueueList:
-    counts = queue_counts(session)
+    owner = None if key.is_admin else key.owner  # see the module docstring
+    counts = queue_counts(session, owner=owner)
     workers = online_workers(session, settings)
     serving: dict[str, list[str]] = defaultdict(list)
     for w in workers:
@@ -93,4 +98,4 @@ def list_queues(session: SessionDep, key: CurrentKey, settings: SettingsDep) -> 
     names = sorted(set(ALL_QUEUES) | set(counts) | set(serving))
     data = [QueuePublic(name=n, **counts.get(n, {}), worker_count=len(serving[n]),
                         workers=serving[n] if key.is_admin else None) for n in names]
-    return QueueList(data=data, workers_online=len(workers), finished_per_hour=finished_per_hour(session))
+    return QueueList(data=data, workers_online=len(workers), finished_per_hour=finished_per_hour(session, owner=owner))

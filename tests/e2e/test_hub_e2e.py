@@ -66,7 +66,8 @@ def env(tmp_path_factory):
         # A licensed card (the pinned commit), then a later commit the job must NOT use.
         pinned = hub.hub.commit("tiny/bert", files={"README.md": LICENSED_CARD}, message="card", branch="main")
         hub.hub.commit("tiny/bert", files={"NOTES.md": b"later"}, message="later", branch="main")
-        hub.hub.create_repo("acme/tickets", repo_type="dataset")
+        # Public: alice reads it through the server's token, which shows her no other owner's private repo.
+        hub.hub.create_repo("acme/tickets", repo_type="dataset", private=False)
         data = write_classification_jsonl(root / "tickets.jsonl", n=48, seed=1).read_bytes()
         dataset_sha = hub.hub.commit("acme/tickets", files={"data/train.jsonl": data}, message="data",
                                      branch="main", repo_type="dataset")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from hubtune.keys import lookup_key
 from tests.server.apitest_helpers import auth, upload
 
 # Routes that answer without an API key (the hub webhook checks its own shared secret instead).
@@ -59,7 +60,10 @@ def owned(env):
     trig = env.client.post("/v1/hub/triggers", headers=auth(owner), json={
         "repo_id": "org/data", "job": {"model": "org/model", "training_file": "hf://datasets/org/data@main/t.jsonl"},
     }).json()
-    ids = {"file_id": f["id"], "fine_tuning_job_id": job["id"], "credential_id": cred["id"], "trigger_id": trig["id"]}
+    with env.session() as s:
+        key_id = lookup_key(s, owner).id
+    ids = {"file_id": f["id"], "fine_tuning_job_id": job["id"], "credential_id": cred["id"], "trigger_id": trig["id"],
+           "key_id": key_id}
     return owner, env.key(), ids
 
 

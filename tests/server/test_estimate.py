@@ -24,12 +24,12 @@ URL = "/v1/fine_tuning/jobs/estimate"
 
 @pytest.fixture
 def hub(env, tmp_path):
-    """The app's local hub with acme/llama-7b: a config.json and no weights at all."""
+    """The app's local hub with acme/llama-7b, a public repo: a config.json and no weights at all."""
     local = LocalHub(env.settings.resolved_hub_dir)
     folder = tmp_path / "llama-7b"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(LLAMA_7B))
-    sha = local.publish("acme/llama-7b", folder=folder, message="config only")
+    sha = local.publish("acme/llama-7b", folder=folder, message="config only", private=False)
     return local, sha
 
 
@@ -114,12 +114,12 @@ def test_models_it_cannot_estimate_are_4xx_naming_the_model(env, hub, workers, t
 
     (tmp_path / "no-config").mkdir()
     (tmp_path / "no-config" / "README.md").write_text("hi")
-    local.publish("acme/no-config", folder=tmp_path / "no-config", message="m")
+    local.publish("acme/no-config", folder=tmp_path / "no-config", message="m", private=False)
     assert_error(post(env, key, model="acme/no-config"), 400, param="model", code="model_config_not_found")
 
     (tmp_path / "gpt2").mkdir()
     (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 768}))
-    local.publish("acme/gpt2", folder=tmp_path / "gpt2", message="m")
+    local.publish("acme/gpt2", folder=tmp_path / "gpt2", message="m", private=False)
     error = assert_error(post(env, key, model="acme/gpt2"), 400, param="model", code="cannot_estimate")
     assert "gpt2" in error["message"]
 

@@ -4,10 +4,12 @@ prepare doorbell on a real Redis broker."""
 from __future__ import annotations
 
 import json
+import secrets
 
 import openai
 import pytest
 
+from hubtune.keys import create_key
 from hubtune.models import Checkpoint, now
 from hubtune.queue import PREPARE
 from tests.server.apitest_helpers import TRAIN_JSONL, auth, decode_message, make_env, upload
@@ -22,7 +24,10 @@ EXTRA = {
 
 def test_openai_client_end_to_end(live_server, tmp_path):
     env, base_url = live_server
-    key, other_key = env.key(), env.key()
+    with env.session() as s:  # granted acme: EXTRA's hub.repo_id is in that namespace
+        key = create_key(s, owner=f"owner-{secrets.token_hex(4)}", namespaces=["acme"])
+        s.commit()
+    other_key = env.key()
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=30)
 
     train = tmp_path / "train.jsonl"
