@@ -103,7 +103,8 @@ def _fail(job_id: str, token: int, exc: Exception, repo_id: str) -> None:
         hint = f" The hub token may not write to '{repo_id}': check the token or the repo's access rights."
     elif isinstance(exc, RepoNotFound):
         hint = f" Check that the namespace of '{repo_id}' exists and that the token can see it."
-    error["message"] = (f"Publishing to the hub failed: {error['message'].rstrip('.')}.{hint} The trained artifact is kept; "
+    error["message"] = (f"Publishing to the hub failed: {error['message'].rstrip('.')}.{hint} "
+                        "The trained artifact is kept; "
                         f"POST /v1/fine_tuning/jobs/{job_id}/publish pushes it again without retraining.")
     error["param"] = error.get("param") or "hub"
     with session_scope() as session:
@@ -367,7 +368,8 @@ def run_push_checkpoint(job_id: str) -> None:
         staged = Path(tmp) / f"checkpoint-{newest.step}"
         shutil.copytree(newest.path, staged, ignore=lambda d, names: [n for n in names if n.startswith(CHECKPOINT_SKIP)])
         try:
-            commit = publish_with_retries(_hub_allowed(settings, owner, rights, request), settings, repo_id, folder=Path(tmp),
+            hub = _hub_allowed(settings, owner, rights, request)
+            commit = publish_with_retries(hub, settings, repo_id, folder=Path(tmp),
                                           message=f"hubtune job {job_id}: checkpoint at step {newest.step}",
                                           branch=branch, private=request.hub.private)
             text, level = f"Checkpoint at step {newest.step} pushed to {repo_id}@{branch} ({commit})", "info"

@@ -93,7 +93,8 @@ def create_trigger(session: SessionDep, key: CurrentKey, settings: SettingsDep, 
         if value is not None and not is_dataset_ref(value):
             crud._check_file(session, key, value, f"job.{field}")
     crud.check_hub_repo(session, key, job, param="job.hub.repo_id")  # checked again each time it fires
-    row = Trigger(id=new_id("hubtrig"), owner=key.owner, key_id=key.id, repo_id=body.repo_id, path_pattern=body.path_pattern,
+    row = Trigger(id=new_id("hubtrig"), owner=key.owner, key_id=key.id, repo_id=body.repo_id,
+                  path_pattern=body.path_pattern,
                   template=job.model_dump(mode="json", exclude_unset=True), created_at=now())
     session.add(row)
     session.commit()

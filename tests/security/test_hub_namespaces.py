@@ -219,8 +219,8 @@ def test_own_and_granted_namespaces_publish_and_an_admin_publishes_anywhere(worl
     w = world
     before = w.logs()
     published = {}
-    for who, body in (("carol", {"hub": {"repo_id": "acme/granted"}}), ("admin", {"hub": {"repo_id": "carol/by-admin"}}),
-                      ("bob", {"suffix": "default"})):
+    for who, body in (("carol", {"hub": {"repo_id": "acme/granted"}}),
+                      ("admin", {"hub": {"repo_id": "carol/by-admin"}}), ("bob", {"suffix": "default"})):
         job_id = _job(w, who, **body)
         _at_publishing(w, job_id)
         job = _publish(w, job_id)
@@ -332,7 +332,8 @@ def test_prepare_answers_another_owners_private_model_or_dataset_as_a_missing_on
             assert job.status == "failed", job.error
             return job.error
 
-    hidden, missing = error(_job(w, "bob", model="admin/private-base")), error(_job(w, "bob", model="admin/no-such-base"))
+    hidden = error(_job(w, "bob", model="admin/private-base"))
+    missing = error(_job(w, "bob", model="admin/no-such-base"))
     assert hidden["code"] == missing["code"] == "model_not_found" and hidden["param"] == "model"
     _same_answer("admin/private-base", "admin/no-such-base", (json.dumps(hidden), json.dumps(missing)))
     _no_server_path(w, json.dumps([hidden, missing]))
