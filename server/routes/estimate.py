@@ -10,25 +10,18 @@ sequence_classification for encoders, with 2 labels, and sequences are max_seq_l
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from hubtune.estimator import EstimateError, request_batch_size
 from hubtune.routing import route_request
-from hubtune.settings import Settings
 from hubtune.spec import JobRequest
-from plugin import Hub, make_hub
-from plugin.base import EntryNotFound
-from plugin.errors import HubError, HubUnavailable, RepoNotFound, RevisionNotFound
 from server import crud
 from server.deps import CurrentKey, SessionDep, SettingsDep
-from server.errors import ApiError, bad_request
-from server.repo_ids import InvalidModelRef, check_model_ref
+from server.errors import bad_request
+from server.hub_models import hub_for_owner, model_config
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -72,12 +65,7 @@ def estimate_job(session: SessionDep, key: CurrentKey, settings: SettingsDep, bo
     for param in ("training_file", "validation_file"):
         if getattr(body, param) is not None:
             crud._check_file(session, key, getattr(body, param), param)
-    try:
-        repo_id, revision = check_model_ref(body.model)
-    except InvalidModelRef as exc:
-        raise bad_request(f"Invalid model '{body.model}': {exc}", param="model", code="invalid_model") from None
-    hub = hub_for_owner(session, settings, key.owner)
-    sha, config = _model_config(hub, body.model, repo_id, revision)
+    sha, config = model_config(hub_for_owner(session, settings, key.owner), body.model)
     request = JobRequest.model_validate({**body.model_dump(), "training_file": body.training_file or "-"})
     try:
         route = route_request(session, request=request, config=config, heartbeat_seconds=settings.heartbeat_seconds,
@@ -92,43 +80,3 @@ def estimate_job(session: SessionDep, key: CurrentKey, settings: SettingsDep, bo
         queue=route.queue, fits=route.fits, reason=route.reason,
         suggestions=[s.as_dict() for s in route.suggestions],
     )
-
-
-def _model_config(hub: Hub, ref: str, repo_id: str, revision: str | None) -> tuple[str, dict[str, Any]]:
-    try:
-        sha = hub.resolve(repo_id, revision=revision)
-        raw = hub.read_file(repo_id, path="config.json", revision=sha)
-    except (RepoNotFound, RevisionNotFound) as exc:
-        raise bad_request(f"Model '{ref}' was not found on the hub: {exc}", param="model", code="model_not_found") from None
-    except EntryNotFound:
-        raise bad_request(f"Model '{ref}' has no config.json to estimate from.", param="model",
-                          code="model_config_not_found") from None
-    except HubUnavailable as exc:
-        raise ApiError(503, f"The hub could not be reached: {exc}", code=exc.code, type="server_error") from None
-    except HubError as exc:
-        raise bad_request(f"Model '{ref}': {exc}", param="model", code=exc.code) from None
-    try:
-        config = json.loads(raw)
-    except ValueError as exc:
-        raise bad_request(f"Model '{ref}' has a config.json that is not JSON: {exc}", param="model",
-                          code="invalid_model_config") from None
-    if not isinstance(config, dict):
-        raise bad_request(f"Model '{ref}' has a config.json that is not a JSON object.", param="model",
-                          code="invalid_model_config")
-    return sha, config
-
-
-def hub_for_owner(session: Session, settings: Settings, owner: str) -> Hub:
-    """The hub as `owner` sees it, as the worker builds it: their newest stored credential, else the
-    server's token (the server side of worker/hub.py, which the server may not import)."""
-    from hubtune.crypto import decrypt
-    from hubtune.models import HubCredential
-
-    stored = session.execute(
-        select(HubCredential.token_encrypted).where(HubCredential.owner == owner)
-        .order_by(HubCredential.created_at.desc(), HubCredential.id.desc()).limit(1)
-    ).scalar_one_or_none()
-    token = decrypt(settings, stored) if stored is not None else (
-        settings.hub_token.get_secret_value() if settings.hub_token else None)
-    return make_hub(backend=settings.hub_backend, hub_dir=settings.resolved_hub_dir, endpoint=settings.hub_endpoint,
-                    token=token, cache_dir=settings.hub_cache_dir)
