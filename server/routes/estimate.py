@@ -1,11 +1,16 @@
 """POST /v1/fine_tuning/jobs/estimate: the memory a job request would need, and where it would run.
 
-The body is the job request of `POST /v1/fine_tuning/jobs`; training_file may be left out. The model is
-resolved on the hub as the key's owner sees it (their stored hub credential, else the server's token) and
-only its config.json is read (hubtune.estimator), then the live workers are matched (hubtune.routing).
-Without the data, batch_size "auto" is estimated at hubtune.estimator.DEFAULT_AUTO_BATCH_SIZE (the
-largest the worker's auto rule picks), the task defaults to causal_lm for decoders and
-sequence_classification for encoders, with 2 labels, and sequences are max_seq_length tokens long.
+The body is the job request of `POST /v1/fine_tuning/jobs`; training_file may be left out (and is only
+checked, never read). The model is resolved on the hub as the key's owner sees it (server/hub_models.py,
+as job creation does) and only its config.json is read. The figure is
+hubtune.estimator.estimate_request's, computed from the body alone, and prepare routes the job by the
+same figure, so that the same body gets the same answer here and at prepare: batch_size "auto" counts
+as the largest batch the auto rule picks (16), every sequence as max_seq_length tokens, and a
+classification head as 2 labels. It is an upper bound for the batch and sequence length (lower
+max_seq_length to the data's longest example, shown in prepare's data report, for a tighter one).
+A request without `task` is estimated here for the model family's usual task (causal_lm for
+decoders, sequence_classification for encoders) while prepare takes the data's: give `task` when
+training a decoder for classification. Then the live workers are matched (hubtune.routing).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from hubtune.estimator import EstimateError, request_batch_size
+from hubtune.estimator import EstimateError
 from hubtune.routing import route_request
 from hubtune.spec import JobRequest
 from server import crud
@@ -68,8 +73,7 @@ def estimate_job(session: SessionDep, key: CurrentKey, settings: SettingsDep, bo
     sha, config = model_config(hub_for_owner(session, settings, key.owner), body.model)
     request = JobRequest.model_validate({**body.model_dump(), "training_file": body.training_file or "-"})
     try:
-        route = route_request(session, request=request, config=config, heartbeat_seconds=settings.heartbeat_seconds,
-                              batch_size=request_batch_size(request))
+        route = route_request(session, request=request, config=config, heartbeat_seconds=settings.heartbeat_seconds)
     except EstimateError as exc:
         raise bad_request(f"Cannot estimate this job: {exc}", param=exc.param, code=exc.code) from None
     est = route.estimate
