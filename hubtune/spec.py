@@ -82,7 +82,8 @@ class Tuning(StrictModel):
             return value
         if value in UNSUPPORTED_PEFT:
             raise ValueError(UNSUPPORTED_PEFT[value])
-        raise ValueError(f"unknown tuning type {value!r}; the valid types are: {', '.join(TUNING_TYPES)}")
+        raise ValueError(f"unknown tuning type {value!r}; expected {', '.join(BUILTIN_TUNING)}, or a peft method "
+                         f"by its config name: {', '.join(PEFT_TUNING)}")
 
     @model_validator(mode="after")
     def _one_adapter_size(self) -> Tuning:
