@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from hubtune.migrate import upgrade
 from hubtune.models import Job, JobEvent, WorkerRecord
+from hubtune.queue import get_celery
 from hubtune.settings import get_settings
 from plugin import LocalHub
 from tests.fixtures.tiny_models import write_chat_jsonl
@@ -28,6 +29,7 @@ def stack(tmp_path, monkeypatch, tiny_bert, tiny_llama):
     for name, value in {"DATA_DIR": str(data), "DATABASE_URL": url, "HUB_BACKEND": "local"}.items():
         monkeypatch.setenv(f"HUBTUNE_{name}", value)
     get_settings.cache_clear()
+    get_celery.cache_clear()  # prepare rings train through the process's Celery app: this test's queue folder
     hub = LocalHub(get_settings().resolved_hub_dir)
     hub.publish("acme/tiny-bert", folder=tiny_bert, message="tiny bert")
     hub.publish("acme/tiny-llama", folder=tiny_llama, message="tiny llama")
@@ -39,6 +41,7 @@ def stack(tmp_path, monkeypatch, tiny_bert, tiny_llama):
         s.commit()
     yield env
     get_settings.cache_clear()
+    get_celery.cache_clear()
 
 
 def prepare_routed(env, key: str, body: dict) -> dict:
