@@ -409,26 +409,36 @@ def request_precision(request: JobRequest, *, gpu: bool) -> Precision:
     return "bf16" if gpu and request.training.bf16 is not False else "fp32"
 
 
+def request_task(request: JobRequest, *, config: dict[str, Any], data_task: str | None = None) -> str:
+    """The task a request trains: its own; else its data's (known to prepare, which read the file);
+    else the model family's usual one (the estimate endpoint, which reads no data)."""
+    return request.task or data_task or default_task(config)
+
+
 def estimate_request(
     request: JobRequest,
     *,
     config: dict[str, Any],
     gpu: bool,
     task: str | None = None,
-    num_labels: int | None = None,
     batch_size: int | None = None,
-    seq_len: int | None = None,
 ) -> MemoryEstimate:
-    """The estimate for `request` as a GPU (or CPU) worker would train it. Missing facts take defaults:
-    task from the request or the model family, 2 labels, batch size "auto" -> DEFAULT_AUTO_BATCH_SIZE,
-    the request's max_seq_length."""
+    """The estimate for `request` as a GPU (or CPU) worker would train it: the one figure that the
+    estimate endpoint shows and that prepare routes by, computed from the request alone so that both
+    give the same figure for the same body. Per-step sizes are the request's bounds: batch_size "auto"
+    counts as DEFAULT_AUTO_BATCH_SIZE (the largest the worker's auto rule picks; a small data set gets a
+    smaller batch) and every sequence as max_seq_length tokens (packing fills rows to it; without
+    packing a batch is padded to its longest example, which may be shorter). A classification head
+    counts DEFAULT_NUM_LABELS labels (each further label adds hidden_size + 1 parameters). `task` is
+    request_task's (prepare passes the data's for a request that names none); `batch_size` overrides
+    the request's (routing's suggestions try smaller ones)."""
     return estimate(
         config=config,
         tuning=request.tuning,
-        task=task or request.task or default_task(config),
-        num_labels=num_labels or DEFAULT_NUM_LABELS,
+        task=task or request_task(request, config=config),
+        num_labels=DEFAULT_NUM_LABELS,
         precision=request_precision(request, gpu=gpu),
         batch_size=batch_size or request_batch_size(request),
-        seq_len=seq_len or request.training.max_seq_length,
+        seq_len=request.training.max_seq_length,
         gradient_checkpointing=request.training.gradient_checkpointing,
     )

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hubtune.estimator import MemoryEstimate, estimate_request, format_bytes
+from hubtune.estimator import MemoryEstimate, estimate_request, format_bytes, request_batch_size
 from hubtune.models import WorkerRecord
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, PREPARE_QUEUE, PUBLISH_QUEUE
 from hubtune.spec import JobRequest
@@ -78,12 +78,9 @@ def live_capacities(session: Session, *, heartbeat_seconds: float, at: float | N
 EstimateFn = Callable[[JobRequest, bool, int], MemoryEstimate]
 
 
-def estimator_for(
-    *, config: dict[str, Any], task: str | None, num_labels: int | None, seq_len: int | None = None
-) -> EstimateFn:
+def estimator_for(*, config: dict[str, Any], task: str | None) -> EstimateFn:
     def run(request: JobRequest, gpu: bool, batch_size: int) -> MemoryEstimate:
-        return estimate_request(request, config=config, gpu=gpu, task=task, num_labels=num_labels,
-                                batch_size=batch_size, seq_len=seq_len)
+        return estimate_request(request, config=config, gpu=gpu, task=task, batch_size=batch_size)
 
     return run
 
@@ -274,8 +271,11 @@ def suggest(*, workers: list[Capacity], request: JobRequest, estimate: EstimateF
 
 def route_request(
     session: Session, *, request: JobRequest, config: dict[str, Any], heartbeat_seconds: float,
-    task: str | None = None, num_labels: int | None = None, batch_size: int, seq_len: int | None = None,
+    task: str | None = None, batch_size: int | None = None,
 ) -> Route:
+    """The route for `request` by hubtune.estimator.estimate_request's figure, which the estimate
+    endpoint and prepare share (prepare adds only the data's task for a request that names none)."""
     workers = live_capacities(session, heartbeat_seconds=heartbeat_seconds)
-    estimate = estimator_for(config=config, task=task, num_labels=num_labels, seq_len=seq_len)
-    return choose_queue(workers=workers, request=request, estimate=estimate, batch_size=batch_size)
+    estimate = estimator_for(config=config, task=task)
+    return choose_queue(workers=workers, request=request, estimate=estimate,
+                        batch_size=batch_size or request_batch_size(request))

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     hub_dir: Path | None = None
     # The namespace a job's repo lands in when the request names no hub.repo_id.
     hub_namespace: str | None = None
+    # Job creation asks the hub whether the base model exists (a 400 when it does not) and waits this
+    # long for the answer; a slower hub leaves it to prepare. 0: never ask at creation.
+    model_check_seconds: float = Field(default=2.0, ge=0, le=60)
 
     host: str = "127.0.0.1"
     port: int = 8000

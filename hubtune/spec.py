@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Auto = Literal["auto"]
 TASKS = ("sequence_classification", "causal_lm")
@@ -32,8 +32,28 @@ class Method(StrictModel):
     supervised: Supervised | None = None
 
 
-# Methods hubtune builds itself; any other name must be a peft method (validated by the worker).
+# Methods hubtune builds itself.
 BUILTIN_TUNING = ("lora", "qlora", "adapter", "full")
+# The peft methods the worker trains, by peft config name: peft's own mapping less UNSUPPORTED_PEFT
+# (worker/engine/methods/peft_methods.py). Listed here so that the API refuses an unknown tuning.type
+# at create without importing peft; tests/engine/methods/test_tuning_types.py checks this list against
+# the worker's registry with the installed peft (a newer peft's new methods are added here).
+PEFT_TUNING = (
+    "adamss", "adaption_prompt", "beft", "boft", "c3a", "cartridge", "deft", "delora", "fourierft", "frod",
+    "glora", "gralora", "hira", "hra", "ia3", "lily", "ln_tuning", "loha", "lokr", "miss", "oft", "osf",
+    "p_tuning", "peanut", "prefix_tuning", "prompt_tuning", "psoft", "pvera", "randlora", "road", "shadow",
+    "shira", "supertuning", "tinylora", "trainable_tokens", "unilora", "vblora", "vera", "waveft",
+)
+# peft methods the trainer cannot run, and why (they need inputs or a training loop it does not have).
+UNSUPPORTED_PEFT = {
+    "adalora": "adalora re-allocates ranks from inside the training loop (update_and_allocate), "
+    "which hubtune's trainer does not run; use lora",
+    "xlora": "xlora mixes already trained LoRA adapters; it cannot train from a base model alone",
+    "poly": "poly needs a task id per example, which the training data does not carry",
+    "multitask_prompt_tuning": "multitask_prompt_tuning needs a task id per example",
+    "cpt": "cpt needs token type masks that the training data does not carry",
+}
+TUNING_TYPES = tuple(sorted(BUILTIN_TUNING + PEFT_TUNING))
 
 
 class Tuning(StrictModel):
@@ -54,6 +74,16 @@ class Tuning(StrictModel):
     non_linearity: Literal["relu", "gelu", "swish", "tanh"] = "gelu"
     # any other peft method: fields of its peft config, checked against that config by the worker
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value in TUNING_TYPES:
+            return value
+        if value in UNSUPPORTED_PEFT:
+            raise ValueError(UNSUPPORTED_PEFT[value])
+        raise ValueError(f"unknown tuning type {value!r}; expected {', '.join(BUILTIN_TUNING)}, or a peft method "
+                         f"by its config name: {', '.join(PEFT_TUNING)}")
 
     @model_validator(mode="after")
     def _one_adapter_size(self) -> Tuning:

@@ -19,6 +19,7 @@ from hubtune.spec import JobRequest
 from plugin.datasets import is_dataset_ref, parse_dataset_ref
 from plugin.errors import InvalidRepoId
 from server.errors import ApiError, bad_request, not_found
+from server.hub_models import check_model_exists
 from server.repo_ids import InvalidModelRef, check_model_ref, check_repo_id
 from server.schemas import CHECKPOINT_PREFIX, EVENT_PREFIX
 
@@ -193,6 +194,7 @@ def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Set
     if request.priority > 0 and not key.is_admin:
         raise ApiError(403, "Only an admin key can give a job a priority above 0.", param="priority",
                        code="forbidden")
+    check_model_exists(session, settings, key, request.model)  # before the owner's lock below
     _check_queued_limit(session, key, settings)
 
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31 - 1)

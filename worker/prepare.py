@@ -117,7 +117,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     spec["task"] = train.task
     return {
         "spec": spec, "model_revision": revision, "hyperparameters": hyper, "data_report": report,
-        "queue": _route(job_id, request, model_dir=model_dir, train=train, report=report, hyper=hyper), "stage": None,
+        "queue": _route(job_id, request, model_dir=model_dir, train=train), "stage": None,
     }
 
 
@@ -220,7 +220,7 @@ def job_tmp_suffix() -> str:
     return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _route(job_id: str, request: JobRequest, *, model_dir: Path, train, report: dict, hyper: dict) -> str:
+def _route(job_id: str, request: JobRequest, *, model_dir: Path, train) -> str:
     """The training queue whose live workers fit the job's memory estimate (hubtune.routing); a job
     that no live worker fits fails with what would fit. The choice and why become an event."""
     import json
@@ -228,16 +228,14 @@ def _route(job_id: str, request: JobRequest, *, model_dir: Path, train, report: 
     from hubtune.estimator import EstimateError
     from hubtune.routing import route_request
 
-    seq_len = request.training.max_seq_length
-    if not request.training.packing and report.get("max_example_tokens"):
-        seq_len = min(seq_len, int(report["max_example_tokens"]))  # batches are padded to their longest
     try:
         config = json.loads((model_dir / "config.json").read_text())
         with session_scope() as session:
+            # The estimate endpoint's figure for this body (hubtune.estimator.estimate_request): the one
+            # fact added from the data is the task, when the request leaves it to the columns.
             route = route_request(
                 session, request=request, config=config, heartbeat_seconds=get_settings().heartbeat_seconds,
-                task=train.task, num_labels=len(train.labels) or None, batch_size=int(hyper["batch_size"]),
-                seq_len=seq_len,
+                task=train.task,
             )
     except (EstimateError, OSError, ValueError) as exc:
         with session_scope() as session:

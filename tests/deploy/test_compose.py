@@ -12,7 +12,7 @@ from hubtune.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
-HUBTUNE_SERVICES = {name: svc for name, svc in COMPOSE["services"].items() if svc.get("image") == "hubtune:latest"}
+HUBTUNE_SERVICES = {name: svc for name, svc in COMPOSE["services"].items() if svc.get("image", "").startswith("hubtune-")}
 
 
 def test_deployment_has_the_designed_services():

@@ -61,6 +61,9 @@ def decode_message(payload: dict, *, queue: str = "") -> tuple[str, list, str]:
 
 
 def make_env(url: str, data_dir: Path, *, broker_url: str = "filesystem://", **overrides) -> Env:
+    # Most API tests name base models that no hub has: job creation does not ask the hub unless a test
+    # turns the check on (tests/server/test_model_check.py).
+    overrides.setdefault("model_check_seconds", 0)
     settings = Settings(data_dir=data_dir, database_url=url, broker_url=broker_url, **overrides)
     app = create_app(settings)
     # raise_server_exceptions: an unhandled error (a would-be 500) fails the test loudly.

@@ -283,3 +283,19 @@ def test_checkpoints(env):
         s.commit()
     c = env.client.get(url, headers=auth(key), params={"limit": 1}).json()["data"][0]
     assert c["fine_tuned_model_checkpoint"] == "acme/tickets-lora:ckpt-step-30"
+
+
+@pytest.mark.parametrize(("tuning_type", "says"), [
+    ("nope", ["unknown tuning type 'nope'", "lora", "qlora", "adapter", "full", "ia3", "loha", "vera"]),
+    ("adalora", ["update_and_allocate"]),
+])
+def test_an_unknown_tuning_type_is_a_400_at_create_naming_the_valid_ones(env, tuning_type, says):
+    key = env.key()
+    f = upload(env.client, key)
+    r = env.client.post("/v1/fine_tuning/jobs", headers=auth(key),
+                        json={"model": "org/model", "training_file": f["id"], "tuning": {"type": tuning_type}})
+    error = assert_error(r, 400, param="tuning.type", code="invalid_value")
+    assert all(text in error["message"] for text in says), error["message"]
+    assert env.doorbells() == []  # no job, no prepare
+    # Any peft method by its config name is accepted.
+    assert create_job(env.client, key, f["id"], tuning={"type": "ia3"})["tuning"]["type"] == "ia3"

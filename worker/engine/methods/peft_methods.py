@@ -13,18 +13,15 @@ import dataclasses
 import warnings
 from pathlib import Path
 
+from hubtune.spec import UNSUPPORTED_PEFT
 from worker.engine.methods import MethodError, _METHODS, register
 from worker.engine.methods.lora import Lora, auto_target_modules, heads_to_save, peft_task_type
 
-# peft methods the trainer cannot run as they need inputs or a training loop it does not have.
+# peft methods the trainer cannot run (the reasons live beside the API's list of tuning types), and
+# peft's own lora, which is hubtune's built-in method.
 UNSUPPORTED = {
+    **UNSUPPORTED_PEFT,
     "lora": "lora is hubtune's own method (tuning.type 'lora' with r, alpha, dropout, use_dora, use_rslora)",
-    "adalora": "adalora re-allocates ranks from inside the training loop (update_and_allocate), "
-    "which hubtune's trainer does not run; use lora",
-    "xlora": "xlora mixes already trained LoRA adapters; it cannot train from a base model alone",
-    "poly": "poly needs a task id per example, which the training data does not carry",
-    "multitask_prompt_tuning": "multitask_prompt_tuning needs a task id per example",
-    "cpt": "cpt needs token type masks that the training data does not carry",
 }
 # Config fields that hubtune sets itself (or that describe the artifact): not user options.
 INTERNAL_FIELDS = {
