@@ -28,3 +28,15 @@ def started() -> dict:
         threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
     _held.append(b"\x01" * (256 << 20))
     return {"pid": os.getpid(), "at": at}
+
+
+@app.task(name="pool_test.hold")
+def hold(seconds: float, mark: str) -> int:
+    """Busy for `seconds` (as a training step loop is): the process a shutdown test finds mid-task.
+    Writes its pid to the file `mark` when it starts."""
+    with open(mark, "w") as out:
+        out.write(str(os.getpid()))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os.getpid()

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from tests.support.services import redis_url
+from tests.support.stack import stop_processes
 
 REDIS_DB = 10  # a database of its own (other tests use 11-14)
 
@@ -28,15 +29,15 @@ def recycling_worker(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.worker.pool_app", "worker", "--pool", "prefork",
          "--concurrency", "1", "--max-tasks-per-child", "1", "--queues", queue, "--without-gossip",
-         "--without-mingle", "--loglevel", "INFO"], env=env, stdout=log, stderr=subprocess.STDOUT)
+         "--without-mingle", "--loglevel", "INFO"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
     from tests.worker import pool_app
 
     pool_app.app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
     try:
         yield pool_app
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_processes([proc])  # the worker and its task processes, also when the test failed
         log.close()
         print((tmp_path / "worker.log").read_text()[-3000:])
 
