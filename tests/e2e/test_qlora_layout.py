@@ -38,7 +38,8 @@ def test_qlora_passes_prepare_on_a_cpu_worker_and_fails_clearly_where_it_cannot_
         stack.spawn("server", "server", "--port", str(stack.port), "--no-migrate")
         stack.wait_healthy(timeout=90)
         client = stack.client(stack.run("keys", "create", "--name", "alice").strip())
-        body = {"model": "tiny/bert", "training_file": upload(client, write_classification_jsonl(tmp_path / "t.jsonl", n=32)),
+        train = upload(client, write_classification_jsonl(tmp_path / "t.jsonl", n=32))
+        body = {"model": "tiny/bert", "training_file": train,
                 "task": "sequence_classification", "tuning": {"type": "qlora"},
                 "training": {"max_steps": 2, "max_seq_length": 32}}
         # compose.yaml's CPU worker alone: prepare passes, the job waits for a training worker.
