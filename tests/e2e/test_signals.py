@@ -66,8 +66,8 @@ def assert_exits(proc: subprocess.Popen, bound: float, stack: Stack, *, survivor
     deadline = time.monotonic() + 3  # a task process killed with its parent is reaped by PID 1 by now
     while time.monotonic() < deadline and (group_members(proc.pid) or _alive(survivors)):
         time.sleep(0.1)
-    assert not group_members(proc.pid), f"left in its process group: {group_members(proc.pid)}"
-    assert not _alive(survivors), f"left running: {_alive(survivors)}"
+    assert not group_members(proc.pid), f"left in its process group: {group_members(proc.pid)}\n{stack.logs()}"
+    assert not _alive(survivors), f"left running: {_alive(survivors)}\n{stack.logs()}"
     return took
 
 
@@ -157,9 +157,9 @@ def test_hubtune_up_stops_its_workers_on_sigterm(tmp_path, target, sig):
     stack = Stack(tmp_path, _embedded_env(tmp_path))
     up = stack.spawn("up", "up", "--port", str(stack.port))
     try:
-        stack.wait_healthy(timeout=180)
+        stack.wait_healthy(timeout=300)
         key = (tmp_path / "data" / "admin.key").read_text().strip()
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300  # two workers importing torch on a loaded machine
         with stack.client(key) as client:
             while len(workers := client.get("/workers").json()["data"]) < 2:
                 assert time.monotonic() < deadline, f"workers did not register:\n{stack.logs()}"
@@ -172,6 +172,6 @@ def test_hubtune_up_stops_its_workers_on_sigterm(tmp_path, target, sig):
         assert up.returncode == 0, stack.logs()
         print(f"hubtune up stopped in {took:.1f} s")
         with pytest.raises(httpx.HTTPError):
-            httpx.get(f"{stack.url}/healthz", timeout=2)
+            httpx.get(f"{stack.url}/healthz", timeout=2)  # nothing serves its port any more
     finally:
         stack.stop()

@@ -73,7 +73,8 @@ class Stack:
 
     def logs(self) -> str:
         parts = []
-        for path in sorted(self.root.glob("*.log")):
+        # Its processes' logs, and those of the workers `hubtune up` started (in the data dir's logs/).
+        for path in sorted(self.root.glob("*.log")) + sorted(self.root.glob("data/logs/*.log")):
             parts.append(f"--- {path.name} ---\n" + path.read_text()[-6000:])
         return "\n".join(parts)
 
