@@ -9,3 +9,4 @@ app.conf.worker_pool = "worker.pool:PromptTaskPool"
 import worker.tasks  # noqa: E402,F401  (registers the tasks on the app)
 import worker.registry  # noqa: E402,F401  (registers the worker row on start-up)
 import worker.warm  # noqa: E402,F401  (imports the training stack before the pool forks)
+import worker.shutdown  # noqa: E402,F401  (bounds the shutdown: SIGTERM to the worker or its whole group)

@@ -122,13 +122,12 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
 
 
 def _check_method(request: JobRequest, *, task: str) -> None:
-    """A tuning method that cannot run here fails the job now (MethodError names the field)."""
-    import torch
-
+    """A request its tuning method refuses fails the job now (MethodError names the field). Only what
+    holds on any machine: prepare may run on a CPU worker while the job trains on a GPU one, so the
+    device is for routing and for the training worker to check (worker/train.py)."""
     from worker.engine.methods import get_method
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    get_method(request.tuning.type).check(request.tuning, task=task, device=device)
+    get_method(request.tuning.type).check(request.tuning, task=task, device=None)
 
 
 def _pull_model(model_ref: str, hub) -> tuple[Path, str]:

@@ -59,6 +59,18 @@ def run_train(hint_job_id: str) -> None:
         set_current_job(None)
 
 
+def _check_device(request: JobRequest) -> None:
+    """What prepare could not check: that this machine can run the tuning method (qlora needs a CUDA
+    GPU). A job routed here anyway (no live worker fitted it, so it went to the default queue) fails
+    with the method's MethodError, naming tuning.type."""
+    import torch
+
+    from worker.engine.methods import get_method
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    get_method(request.tuning.type).check(request.tuning, task=request.task, device=device)
+
+
 def _train_and_hand_over(job_id: str, lease: Lease) -> None:
     from worker.engine.trainer import TrainPlan, train
 
@@ -71,6 +83,7 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
         train_file = storage.file_path(job.training_file)
         valid_file = storage.file_path(job.validation_file) if job.validation_file else None
         seed, owner = job.seed, job.owner
+    _check_device(request)
     repo_id, _ = split_model_ref(request.model)
     # The owner's hub credential: a private base model is read with the token that can see it.
     model_dir = hub_for_owner(settings, owner).snapshot(repo_id, revision=revision)

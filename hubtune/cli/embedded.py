@@ -6,14 +6,21 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, PREPARE_QUEUE, PUBLISH_QUEUE
 
 DEMO_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# A worker exits within worker/shutdown.py's EXIT_DEADLINE_SECONDS of SIGTERM; after this long, what is
+# left of it is killed.
+WORKER_STOP_SECONDS = 20.0
+# In-flight requests get this long once the server is asked to stop (uvicorn's default is no limit).
+SERVER_STOP_SECONDS = 5
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -38,12 +45,16 @@ def run_up(args: argparse.Namespace) -> int:
     key = ensure_admin_key(settings.data_dir)
     import_demo_model()
     host, port = args.host or settings.host, args.port or settings.port
-    workers = start_workers(settings.worker_max_tasks_per_child)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning",
+                                           timeout_graceful_shutdown=SERVER_STOP_SECONDS))
+    stop = StopSignals(server)
+    logs = settings.data_dir / "logs"
+    workers = start_workers(settings.worker_max_tasks_per_child, log_dir=logs)
     from hubtune.sweeper import start_thread
 
     start_thread(settings)  # recovers jobs of a crashed worker and lost doorbells, as in the distributed setup
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning"))
-    print(f"hubtune is up: http://{host}:{port}  (data in {settings.data_dir.resolve()})", flush=True)
+    print(f"hubtune is up: http://{host}:{port}  (data in {settings.data_dir.resolve()}, "
+          f"worker logs in {logs.resolve()})", flush=True)
     outcome: dict[str, int] = {}
     if args.demo:
         threading.Thread(target=_demo_then, args=(server, f"http://{host}:{port}", key, args.exit_after_demo, outcome),
@@ -51,8 +62,27 @@ def run_up(args: argparse.Namespace) -> int:
     try:
         server.run()
     finally:
-        stop_workers(workers)
+        stop.workers_stopping = True
+        stop_workers(workers, hurry=stop.hurry)
     return outcome.get("rc", 0)
+
+
+class StopSignals:
+    """SIGTERM (systemd, `docker stop`, `kill`), SIGHUP (the terminal closed) and SIGINT (Ctrl-C) all stop
+    the server and then the workers. uvicorn handles SIGINT and SIGTERM itself while it serves, then
+    raises them again once it has stopped; these handlers take that too, so that `run_up` always gets
+    to stop its workers (the default SIGTERM action used to end the process first, leaving them
+    running). A signal while the workers stop cuts their shutdown short (`hurry`)."""
+
+    def __init__(self, server) -> None:
+        self.server, self.workers_stopping, self.hurry = server, False, threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, _signum, _frame) -> None:
+        if self.workers_stopping:
+            self.hurry.set()
+        self.server.should_exit = True
 
 
 def ensure_admin_key(data_dir: Path) -> str:
@@ -106,20 +136,51 @@ def worker_layout(max_tasks_per_child: int | None = None) -> dict[str, list[str]
     }
 
 
-def start_workers(max_tasks_per_child: int | None) -> list[subprocess.Popen]:
+def start_workers(max_tasks_per_child: int | None, *, log_dir: Path) -> list[subprocess.Popen]:
+    """Each worker in a process group of its own, its output (Celery's banner, warnings, errors) in
+    `log_dir`/<name>.log rather than on this console. Its own group keeps a Ctrl-C in the terminal from
+    reaching its task processes behind its back; it is stopped by stop_workers, or by SIGTERM when this
+    process dies without stopping it (the parent-death signal)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, "-m", "hubtune.cli", "worker", "--loglevel", "WARNING"]
-    return [subprocess.Popen(base + args, env=os.environ.copy())
-            for args in worker_layout(max_tasks_per_child).values()]
+    workers = []
+    for name, args in worker_layout(max_tasks_per_child).items():
+        with open(log_dir / f"{name}.log", "ab") as log:
+            workers.append(subprocess.Popen(base + args, env=os.environ.copy(), stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=_parent_death_signal()))
+    return workers
 
 
-def stop_workers(workers: list[subprocess.Popen]) -> None:
+def _parent_death_signal():
+    """A preexec_fn asking Linux to SIGTERM the child when this process dies (PR_SET_PDEATHSIG), or None
+    where there is no prctl. Looked up here: the child, between fork and exec, must not import."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)
+
+
+def stop_workers(workers: list[subprocess.Popen], *, hurry: threading.Event | None = None,
+                 timeout: float = WORKER_STOP_SECONDS) -> None:
+    """SIGTERM each worker's main process (its warm shutdown stops its task processes), wait for them
+    up to `timeout` or until `hurry` is set, then SIGKILL whatever is left of each one's group."""
+    hurry = hurry or threading.Event()
     for worker in workers:
-        worker.terminate()
+        if worker.poll() is None:
+            worker.terminate()
+    deadline = time.monotonic() + timeout
+    while any(w.poll() is None for w in workers) and time.monotonic() < deadline and not hurry.is_set():
+        hurry.wait(0.1)
     for worker in workers:
         try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+            os.killpg(worker.pid, signal.SIGKILL)  # also task processes that outlived their worker
+        except (ProcessLookupError, PermissionError):
+            pass
+        worker.wait()
 
 
 def _demo_then(server, url: str, key: str, exit_after: bool, outcome: dict[str, int]) -> None:

@@ -83,4 +83,13 @@ def test_readme_demo_on_real_minilm(tmp_path):
     assert "status: succeeded" in out.stdout
     assert "adapter: admin/all-MiniLM-L6-v2-tickets@" in out.stdout
     assert "No hostname was supplied" not in out.stdout + out.stderr  # kombu's noise in the demo's output
+    # The workers' output (Celery's banners, its warning about running as root) goes to their log
+    # files, which the banner names, not into the demo's progress output.
+    console = out.stdout + out.stderr
+    for noise in ("[queues]", "cpu@", "train@", "superuser", "Warm shutdown"):
+        assert noise not in console, (noise, console[-4000:])
+    logs = tmp_path / "data" / "logs"
+    assert f"worker logs in {logs}" in out.stdout
+    for name in ("worker-cpu", "worker-gpu"):
+        assert "[queues]" in (logs / f"{name}.log").read_text()  # Celery's banner, kept there
     print(f"demo took {time.monotonic() - start:.0f}s")

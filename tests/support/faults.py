@@ -180,7 +180,7 @@ class Lab:
     def worker(self, name: str, *, queues: str = "prepare,train,publish", concurrency: int = 1,
                env: dict[str, str] | None = None) -> str:
         self.workers[name] = self.stack.spawn(name, "worker", "--queues", queues, "--concurrency",
-                                              str(concurrency), "--loglevel", "INFO", env=env, own_group=True)
+                                              str(concurrency), "--loglevel", "INFO", env=env)
         return name
 
     def signal_worker(self, name: str, sig: int) -> None:

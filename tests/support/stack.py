@@ -4,6 +4,7 @@ environment, their logs kept for the failure report, and stopped at the end."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -41,13 +42,12 @@ class Stack:
         assert out.returncode == 0, f"hubtune {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
         return out.stdout
 
-    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None,
-              own_group: bool = False) -> subprocess.Popen:
-        """Start `hubtune *args` as `name`; `own_group` puts it (and its Celery pool children) in a
-        process group of its own, so a fault test can kill or freeze the whole worker at once."""
-        log = open(self.root / f"{name}.log", "a")
-        proc = subprocess.Popen(hubtune_cmd(*args), env={**self.env, **(env or {})}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=own_group)
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start `hubtune *args` as `name`, in a process group of its own: a fault test can kill or
+        freeze the whole worker (with its Celery pool children) at once, and stop() leaves none behind."""
+        with open(self.root / f"{name}.log", "a") as log:
+            proc = subprocess.Popen(hubtune_cmd(*args), env={**self.env, **(env or {})}, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append((name, proc))
         return proc
 
@@ -73,23 +73,63 @@ class Stack:
 
     def logs(self) -> str:
         parts = []
-        for path in sorted(self.root.glob("*.log")):
+        # Its processes' logs, and those of the workers `hubtune up` started (in the data dir's logs/).
+        for path in sorted(self.root.glob("*.log")) + sorted(self.root.glob("data/logs/*.log")):
             parts.append(f"--- {path.name} ---\n" + path.read_text()[-6000:])
         return "\n".join(parts)
 
     def stop(self) -> None:
-        for _, proc in reversed(self.procs):
-            proc.terminate()
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        """SIGTERM each process (as systemd would), then SIGKILL whatever is left of its group."""
+        stop_processes([proc for _, proc in reversed(self.procs)])
         self.procs.clear()
 
     def client(self, key: str) -> httpx.Client:
         return httpx.Client(base_url=f"{self.url}/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def stop_processes(procs: list[subprocess.Popen], *, timeout: float = 30) -> None:
+    """Stop processes started with start_new_session=True, and every process of their groups: SIGTERM
+    to each leader, up to `timeout` for them to exit, then SIGKILL to each whole group."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        kill_group(proc.pid)
+        proc.wait()
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGCONT)  # a frozen process cannot die of SIGKILL's siblings
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def process_stat(pid: int) -> dict[str, Any] | None:
+    """State, parent, process group and session of a process, from /proc; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # the command name may hold spaces
+    except (OSError, IndexError):
+        return None
+    return {"state": fields[0], "ppid": int(fields[1]), "pgid": int(fields[2]), "sid": int(fields[3])}
+
+
+def live_pids() -> list[int]:
+    return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()]
+
+
+def group_members(pgid: int) -> list[int]:
+    """The processes (zombies left out) still in process group `pgid`."""
+    return [pid for pid in live_pids()
+            if (st := process_stat(pid)) and st["pgid"] == pgid and st["state"] != "Z"]
 
 
 def upload(client: httpx.Client, path: Path) -> str:

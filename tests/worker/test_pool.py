@@ -3,42 +3,17 @@ not wait: Celery's stock pool often left the replacement to its 5-second timer (
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import uuid
 
 import pytest
-
-from tests.support.services import redis_url
-
-REDIS_DB = 10  # a database of its own (other tests use 11-14)
 
 TASKS = 6
 
 
 @pytest.fixture
-def recycling_worker(tmp_path):
-    broker = redis_url(REDIS_DB)
-    queue = f"pool-test-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "POOL_TEST_BROKER": broker, "POOL_TEST_QUEUE": queue,
-           "POOL_TEST_POOL": "worker.pool:PromptTaskPool"}
-    log = open(tmp_path / "worker.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.worker.pool_app", "worker", "--pool", "prefork",
-         "--concurrency", "1", "--max-tasks-per-child", "1", "--queues", queue, "--without-gossip",
-         "--without-mingle", "--loglevel", "INFO"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    from tests.worker import pool_app
-
-    pool_app.app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
-    try:
-        yield pool_app
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-        print((tmp_path / "worker.log").read_text()[-3000:])
+def recycling_worker(pool_worker):
+    _, pool_app = pool_worker()
+    return pool_app
 
 
 def test_each_task_gets_a_fresh_process_without_waiting_for_the_pool_timer(recycling_worker):

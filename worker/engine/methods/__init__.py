@@ -17,8 +17,10 @@ class TuningMethod(Protocol):
 
     name: str
 
-    def check(self, tuning, *, task: str, device: str) -> None:
-        """Refuse what cannot run, before any weight is loaded (raise MethodError naming the field)."""
+    def check(self, tuning, *, task: str, device: str | None) -> None:
+        """Refuse what cannot run, before any weight is loaded (raise MethodError naming the field).
+        `device` is "cuda" or "cpu" on the machine that trains, None where there is none yet (prepare):
+        then only what holds on any machine."""
 
     def base_model_kwargs(self, tuning) -> dict[str, Any]:
         """Extra `from_pretrained` arguments for the base model (e.g. a 4-bit quantization config)."""

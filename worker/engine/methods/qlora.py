@@ -24,7 +24,9 @@ def _cuda_available() -> bool:
 class QLora:
     name = "qlora"
 
-    def check(self, tuning, *, task: str, device: str) -> None:
+    def check(self, tuning, *, task: str, device: str | None) -> None:
+        if device is None:
+            return  # no machine yet (prepare): routing and the training worker check the GPU
         if device != "cuda" or not _cuda_available():
             raise MethodError("qlora needs a CUDA GPU; this worker has none — use lora", param="tuning.type")
         if importlib.util.find_spec("bitsandbytes") is None:
