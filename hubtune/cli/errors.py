@@ -74,9 +74,10 @@ def _database_error(exc: BaseException) -> str | None:
     url = make_url(get_settings().resolved_database_url).render_as_string(hide_password=True)
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
     hint = ""
-    if "no such table" in reason or "unable to open database file" in reason or (
-            "relation" in reason and "does not exist" in reason):
+    if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
         hint = " (run `hubtune db upgrade` first)"
+    elif "unable to open database file" in reason:
+        hint = " (does the data dir exist? `hubtune up` makes one, or pass --data-dir)"
     elif exc.connection_invalidated or "connect" in reason.lower():
         hint = " (is it running? HUBTUNE_DATABASE_URL says where it is)"
     return f"database {url}: {reason}{hint}"
