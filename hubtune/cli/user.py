@@ -188,8 +188,7 @@ def files_upload(client: httpx.Client, args: argparse.Namespace) -> int:
 
 
 def files_list(client: httpx.Client, args: argparse.Namespace) -> int:
-    params = {k: v for k, v in (("purpose", args.purpose), ("limit", args.limit), ("after", args.after)) if v is not None}
-    page = call(client, "GET", "/files", params=params)
+    page = call(client, "GET", "/files", params={**_page(args), **({"purpose": args.purpose} if args.purpose else {})})
     if args.json:
         _dump(page)
         return 0
@@ -343,7 +342,8 @@ def _page(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _figures(metrics: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if k != "step") or "-"
+    shown = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if k != "step"]
+    return " ".join(shown) or "-"
 
 
 def _follow(client: httpx.Client, job_id: str, *, as_json: bool) -> int:

