@@ -53,12 +53,27 @@ def one_line(text: str) -> str:
 def describe(exc: BaseException) -> str:
     if isinstance(exc, CliError):
         return str(exc)
-    text = _database_error(exc)
+    text = _database_error(exc) or _network_error(exc)
     if text:
         return text
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
     return f"{type(exc).__name__}: {exc} (HUBTUNE_DEBUG=1 shows the traceback)"
+
+
+def _network_error(exc: BaseException) -> str | None:
+    # The user's commands word this with where the URL came from (cli/user.py); this covers the rest.
+    if "httpx" not in sys.modules:
+        return None
+    import httpx
+
+    if not isinstance(exc, httpx.TransportError):
+        return None
+    try:
+        where = f" {exc.request.url}"
+    except RuntimeError:  # no request attached
+        where = ""
+    return f"cannot reach{where}: {exc or type(exc).__name__}"
 
 
 def _database_error(exc: BaseException) -> str | None:

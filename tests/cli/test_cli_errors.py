@@ -82,6 +82,8 @@ def test_no_server_names_the_url_where_it_came_from_and_how_to_point_elsewhere(t
     line = one_line_error(hubtune("files", "list", "--key", "k", "--url", f"http://127.0.0.1:{port}/", cwd=tmp_path,
                                   env={"HUBTUNE_URL": "http://127.0.0.1:9"}))
     assert f"at http://127.0.0.1:{port} (--url)" in line  # the flag wins over the environment
+    line = one_line_error(hubtune("demo", "--key", "k", cwd=tmp_path, env={"HUBTUNE_URL": f"http://127.0.0.1:{port}"}))
+    assert line.startswith(f"error: cannot reach http://127.0.0.1:{port}/v1/") and "Connection refused" in line
 
 
 def test_the_record_hubtune_up_leaves_is_used_unless_its_process_is_gone(tmp_path):
