@@ -23,12 +23,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from hubtune.settings import get_settings
+    from hubtune.cli.endpoint import resolve_key, resolve_url
 
-    settings = get_settings()
-    url = args.url or f"http://{settings.host}:{settings.port}"
-    key = args.key or (settings.data_dir / "admin.key").read_text().strip()
-    return run_demo(url=url, key=key)
+    return run_demo(url=resolve_url(args.url).url, key=resolve_key(args.key))
 
 
 def wait_until_up(url: str, *, timeout: float = 60) -> None:
@@ -91,7 +88,7 @@ def follow(client: httpx.Client, job_id: str, *, out=sys.stdout) -> dict[str, An
             else:
                 out.write("\r\033[K" + time.strftime("%H:%M:%S ", time.localtime(event["created_at"]))
                           + event["message"] + "\n")
-        out.write("\r\033[K" + progress)
+        out.write("\r\033[K" + progress + eta(job))
         out.flush()
         if job["status"] in TERMINAL:
             out.write("\n")
@@ -106,6 +103,15 @@ def _bar(metrics: dict[str, Any], width: int = 30) -> str:
     loss = metrics.get("train_loss")
     loss_text = f"  loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
     return f"[{'#' * filled}{'.' * (width - filled)}] {100 * frac:5.1f}%  step {step}/{total}{loss_text}"
+
+
+def eta(job: dict[str, Any]) -> str:
+    """The time left by the job's estimated_finish (the API's, from the training rate), while it runs."""
+    if job["status"] != "running" or not job.get("estimated_finish"):
+        return ""
+    left = max(int(job["estimated_finish"] - time.time()), 0)
+    hours, rest = divmod(left, 3600)
+    return f"  ETA {hours}h{rest // 60:02d}m" if hours else f"  ETA {rest // 60}m{rest % 60:02d}s"
 
 
 def _summary(job: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def run_up(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from hubtune.cli.endpoint import record_url
     from hubtune.migrate import upgrade
     from hubtune.settings import get_settings
     from server.app import create_app
@@ -53,6 +54,7 @@ def run_up(args: argparse.Namespace) -> int:
     from hubtune.sweeper import start_thread
 
     start_thread(settings)  # recovers jobs of a crashed worker and lost doorbells, as in the distributed setup
+    record_url(server, data_dir=settings.data_dir, host=host)  # for the client commands (hubtune/cli/endpoint.py)
     print(f"hubtune is up: http://{host}:{port}  (data in {settings.data_dir.resolve()}, "
           f"worker logs in {logs.resolve()})", flush=True)
     outcome: dict[str, int] = {}

@@ -1,12 +1,13 @@
-"""The user's commands over the REST API: `hubtune files upload`, `hubtune jobs create|list|get|cancel|
-follow`. Human-readable tables by default, the API's JSON with --json; `follow` (and `create --follow`)
-shows the demo's progress bar until the job ends."""
+"""The user's commands over the REST API: `hubtune files upload|list|delete` and `hubtune jobs create|list|
+get|cancel|pause|resume|events|checkpoints|follow`. Human-readable tables by default, the API's JSON with
+--json; `follow` (and `create --follow`) shows the demo's progress bar, with the job's ETA, until the job
+ends. The server and key are found as hubtune/cli/endpoint.py says; failures are worded once, in
+hubtune/cli/errors.py."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,20 +15,25 @@ from typing import Any
 
 import httpx
 
-from hubtune.cli.demo import _bar, follow
+from hubtune.cli.demo import _bar, eta, follow
+from hubtune.cli.endpoint import KEY_ENV, URL_ENV, Endpoint, resolve_key, resolve_url
+from hubtune.cli.errors import CliError, UsageError
 
 STATUSES = ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled")
+JSON_EXAMPLES = {"--tuning": '{"type": "lora", "r": 8}', "--training": '{"max_steps": 100}'}
 
 
-class ApiFailure(Exception):
+class ApiFailure(CliError):
     """The API said no (an OpenAI-shaped error) or could not be reached."""
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=None, help="server URL (default http://HUBTUNE_HOST:HUBTUNE_PORT)")
+    common.add_argument("--url", default=None,
+                        help=f"server URL (default: ${URL_ENV}, else the one `hubtune up` recorded in the data dir, "
+                             "else http://HUBTUNE_HOST:HUBTUNE_PORT)")
     common.add_argument("--key", default=None,
-                        help="API key (default: $HUBTUNE_API_KEY, else the embedded admin key in the data dir)")
+                        help=f"API key (default: ${KEY_ENV}, else the embedded admin key in the data dir)")
     common.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
 
     files = sub.add_parser("files", help="training files").add_subparsers(dest="files_command", required=True)
@@ -35,6 +41,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     up.add_argument("path", type=Path)
     up.add_argument("--purpose", default="fine-tune")
     up.set_defaults(func=_run(files_upload))
+    fl = files.add_parser("list", parents=[common], help="list files, newest first")
+    fl.add_argument("--purpose")
+    fl.add_argument("--limit", type=int, default=100)
+    fl.add_argument("--after", help="the last file id of the previous page")
+    fl.set_defaults(func=_run(files_list))
+    fd = files.add_parser("delete", parents=[common], help="delete a file")
+    fd.add_argument("file_id")
+    fd.set_defaults(func=_run(files_delete))
 
     jobs = sub.add_parser("jobs", help="fine-tuning jobs").add_subparsers(dest="jobs_command", required=True)
     c = jobs.add_parser("create", parents=[common], help="create a fine-tuning job")
@@ -47,8 +61,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--n-epochs", type=int)
     c.add_argument("--batch-size", type=int)
     c.add_argument("--learning-rate-multiplier", type=float)
-    c.add_argument("--tuning", type=json.loads, help='JSON, e.g. \'{"type": "lora", "r": 8}\'')
-    c.add_argument("--training", type=json.loads, help='JSON, e.g. \'{"max_steps": 100}\'')
+    for option, example in JSON_EXAMPLES.items():
+        c.add_argument(option, type=json_object(option), help=f"JSON, e.g. '{example}'")
     c.add_argument("--hub-repo", help="hub repo id for the result (default: named after the job)")
     c.add_argument("--body", type=Path, help="a JSON file with the whole request; the flags above override it")
     c.add_argument("--follow", action="store_true", help="follow the job until it ends")
@@ -63,9 +77,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=_run(jobs_list))
 
     for name, fn, text in (("get", jobs_get, "show one job"), ("cancel", jobs_cancel, "cancel a job"),
+                           ("pause", jobs_pause, "pause a job (it keeps a checkpoint to resume from)"),
+                           ("resume", jobs_resume, "resume a paused job from its checkpoint"),
                            ("follow", jobs_follow, "follow a job's events and progress until it ends")):
         p = jobs.add_parser(name, parents=[common], help=text)
         p.add_argument("job_id")
+        p.set_defaults(func=_run(fn))
+    for name, fn, text, limit in (("events", jobs_events, "a job's events, oldest first", 20),
+                                  ("checkpoints", jobs_checkpoints, "a job's checkpoints, newest first", 10)):
+        p = jobs.add_parser(name, parents=[common], help=text)
+        p.add_argument("job_id")
+        p.add_argument("--limit", type=int, default=limit, help=f"how many of the newest (default {limit})")
+        p.add_argument("--after", help="the last id of the previous page (older ones)")
         p.set_defaults(func=_run(fn))
 
 
@@ -74,34 +97,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _run(command):
     def run(args: argparse.Namespace) -> int:
-        try:
-            with _client(args) as client:
+        endpoint = resolve_url(args.url)
+        with _client(endpoint, args) as client:
+            try:
                 return command(client, args) or 0
-        except ApiFailure as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            except httpx.TransportError as exc:  # from call() or from the demo's follow()
+                raise ApiFailure(_unreachable(endpoint, exc)) from None
     return run
 
 
-def _client(args: argparse.Namespace) -> httpx.Client:
-    from hubtune.settings import get_settings
+def _client(endpoint: Endpoint, args: argparse.Namespace) -> httpx.Client:
+    key = resolve_key(args.key)
+    return httpx.Client(base_url=f"{endpoint.url}/v1", headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
-    settings = get_settings()
-    url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    key = args.key or os.environ.get("HUBTUNE_API_KEY")
-    if not key:
-        path = settings.data_dir / "admin.key"
-        if not path.exists():
-            raise ApiFailure(f"no API key: pass --key, set HUBTUNE_API_KEY, or run `hubtune up` to make {path}")
-        key = path.read_text().strip()
-    return httpx.Client(base_url=f"{url}/v1", headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+def _unreachable(endpoint: Endpoint, exc: httpx.TransportError) -> str:
+    return (f"cannot reach the hubtune server at {endpoint.url} ({endpoint.source}): {exc or type(exc).__name__}; "
+            f"start one with `hubtune up`, or point elsewhere with --url or ${URL_ENV}")
 
 
 def call(client: httpx.Client, method: str, path: str, **kwargs) -> dict[str, Any]:
-    try:
-        response = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        raise ApiFailure(f"cannot reach {client.base_url}: {exc}") from None
+    response = client.request(method, path, **kwargs)
     if response.status_code >= 400:
         try:
             error = response.json()["error"]
@@ -110,6 +126,28 @@ def call(client: httpx.Client, method: str, path: str, **kwargs) -> dict[str, An
         except (ValueError, KeyError, TypeError):
             raise ApiFailure(f"{method} {path}: HTTP {response.status_code}: {response.text[:300]}") from None
     return response.json()
+
+
+def json_object(option: str):
+    """An argparse type for a JSON-valued option: a one-line usage error that says what the parser
+    found, and where, instead of argparse's "invalid loads value"."""
+    def parse(text: str) -> dict[str, Any]:
+        try:
+            return parse_json_object(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}; e.g. {option} '{JSON_EXAMPLES[option]}'") from None
+    return parse
+
+
+def parse_json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        near = f" (near {text[exc.pos:exc.pos + 20]!r})" if exc.pos < len(text) else ""
+        raise ValueError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{near}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object ({{...}}) but {type(value).__name__}")
+    return value
 
 
 def _dump(data: Any) -> None:
@@ -124,6 +162,10 @@ def table(rows: list[list[str]], headers: list[str], out=sys.stdout) -> None:
 
 def _when(ts: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def _clock(ts: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def _method(job: dict[str, Any]) -> str:
@@ -145,8 +187,35 @@ def files_upload(client: httpx.Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def files_list(client: httpx.Client, args: argparse.Namespace) -> int:
+    page = call(client, "GET", "/files", params={**_page(args), **({"purpose": args.purpose} if args.purpose else {})})
+    if args.json:
+        _dump(page)
+        return 0
+    table([[f["id"], f["filename"], str(f["bytes"]), f["purpose"], _when(f["created_at"])] for f in page["data"]],
+          ["ID", "FILENAME", "BYTES", "PURPOSE", "CREATED"])
+    _more(page)
+    return 0
+
+
+def files_delete(client: httpx.Client, args: argparse.Namespace) -> int:
+    deleted = call(client, "DELETE", f"/files/{args.file_id}")
+    if args.json:
+        _dump(deleted)
+    else:
+        print(f"{deleted['id']}: deleted")
+    return 0
+
+
+def _body_file(path: Path) -> dict[str, Any]:
+    try:
+        return parse_json_object(path.read_text())
+    except ValueError as exc:
+        raise UsageError(f"--body {path}: {exc}") from None
+
+
 def request_body(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(args.body.read_text()) if args.body else {}
+    body: dict[str, Any] = _body_file(args.body) if args.body else {}
     for flag, field in (("model", "model"), ("training_file", "training_file"), ("validation_file", "validation_file"),
                         ("task", "task"), ("suffix", "suffix"), ("seed", "seed"), ("tuning", "tuning"),
                         ("training", "training")):
@@ -184,9 +253,13 @@ def jobs_list(client: httpx.Client, args: argparse.Namespace) -> int:
     rows = [[j["id"], j["status"], j.get("stage") or "-", j["model"], _method(j), j["organization_id"],
              _when(j["created_at"]), _when(j.get("finished_at"))] for j in page["data"]]
     table(rows, ["ID", "STATUS", "STAGE", "MODEL", "METHOD", "OWNER", "CREATED", "FINISHED"])
-    if page["has_more"] and page["data"]:
-        print(f"(more: --after {page['data'][-1]['id']})")
+    _more(page)
     return 0
+
+
+def _more(page: dict[str, Any], what: str = "more") -> None:
+    if page["has_more"] and page["data"]:
+        print(f"({what}: --after {page['data'][-1]['id']})")
 
 
 def _latest_metrics(client: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -208,7 +281,7 @@ def _show(job: dict[str, Any], *, as_json: bool, metrics: dict[str, Any] | None 
     if metrics and metrics.get("total_steps"):
         rows.append(["progress", _bar(metrics)])
     if job.get("estimated_finish"):
-        rows.append(["estimated finish", _when(job["estimated_finish"])])
+        rows.append(["estimated finish", _when(job["estimated_finish"]) + eta(job)])
     if job.get("error"):
         rows.append(["error", f"{job['error']['code']}: {job['error']['message']}"])
     if job.get("fine_tuned_model"):
@@ -226,13 +299,51 @@ def jobs_get(client: httpx.Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def jobs_cancel(client: httpx.Client, args: argparse.Namespace) -> int:
-    job = call(client, "POST", f"/fine_tuning/jobs/{args.job_id}/cancel")
+def _change(action: str):
+    def change(client: httpx.Client, args: argparse.Namespace) -> int:
+        job = call(client, "POST", f"/fine_tuning/jobs/{args.job_id}/{action}")
+        if args.json:
+            _dump(job)
+        else:
+            print(f"{job['id']}: {job['status']}")
+        return 0
+    return change
+
+
+jobs_cancel, jobs_pause, jobs_resume = _change("cancel"), _change("pause"), _change("resume")
+
+
+def jobs_events(client: httpx.Client, args: argparse.Namespace) -> int:
+    page = call(client, "GET", f"/fine_tuning/jobs/{args.job_id}/events", params=_page(args))
     if args.json:
-        _dump(job)
-    else:
-        print(f"{job['id']}: {job['status']}")
+        _dump(page)
+        return 0
+    # The API pages newest first; a log reads oldest first.
+    table([[_clock(e["created_at"]), e["level"], e["message"]] for e in reversed(page["data"])],
+          ["TIME", "LEVEL", "MESSAGE"])
+    _more(page, "older")
     return 0
+
+
+def jobs_checkpoints(client: httpx.Client, args: argparse.Namespace) -> int:
+    page = call(client, "GET", f"/fine_tuning/jobs/{args.job_id}/checkpoints", params=_page(args))
+    if args.json:
+        _dump(page)
+        return 0
+    rows = [[c["id"], str(c["step_number"]), c["fine_tuned_model_checkpoint"], _when(c["created_at"]),
+             _figures(c["metrics"])] for c in page["data"]]
+    table(rows, ["ID", "STEP", "CHECKPOINT", "CREATED", "METRICS"])
+    _more(page, "older")
+    return 0
+
+
+def _page(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in (("limit", args.limit), ("after", args.after)) if v is not None}
+
+
+def _figures(metrics: dict[str, Any]) -> str:
+    shown = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if k != "step"]
+    return " ".join(shown) or "-"
 
 
 def _follow(client: httpx.Client, job_id: str, *, as_json: bool) -> int:
