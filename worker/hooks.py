@@ -69,7 +69,8 @@ class JobHooks:
             rate = (time.monotonic() - self.started) / step
             fields["estimated_finish"] = now() + rate * max(self.total_steps - step, 0)
         kind = METRICS if self._thinner.shows(metrics) else SERIES
-        self._pending_metrics.append((now(), step_message(metrics, total_steps=self.total_steps), metrics, fields, kind))
+        message = step_message(metrics, total_steps=self.total_steps)
+        self._pending_metrics.append((now(), message, metrics, fields, kind))
         due = time.monotonic() - self._metrics_flushed >= METRICS_FLUSH_SECONDS
         if due or step >= self.total_steps or is_evaluation(metrics):
             self.flush_metrics()
@@ -85,8 +86,8 @@ class JobHooks:
             with session_scope() as session:
                 *earlier, (_, message, data, fields, kind) = pending
                 # Earlier steps first (ids keep the steps' order); the fence then checks the lease for all.
-                session.add_all(JobEvent(job_id=self.lease.job_id, created_at=at, message=text, type=kind_,
-                                         level="info", data=values) for at, text, values, _, kind_ in earlier)
+                session.add_all(JobEvent(job_id=self.lease.job_id, created_at=at, message=text, type=row_type,
+                                         level="info", data=values) for at, text, values, _, row_type in earlier)
                 fenced_event(session, self.lease.job_id, token=self.lease.token, message=message, type=kind,
                              data=data, **fields)
 
