@@ -94,6 +94,7 @@ def transition(
         values.setdefault("finished_at", now())
         values.setdefault("lease_owner", None)
         values.setdefault("lease_expires_at", None)
+        values.setdefault("stage", None)  # a finished job is at no stage (a cancel used to leave "training")
     stmt = update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in expected]))
     if expect_token is not None:
         stmt = stmt.where(Job.lease_token == expect_token)

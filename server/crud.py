@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, text
 from sqlalchemy.orm import Session
 
+from hubtune import step_events
 from hubtune.destinations import DestinationRefused, check_url
 from hubtune.ids import new_id
 from hubtune.lifecycle import TERMINAL, Status, add_event, still_stopping, transition
@@ -337,10 +338,19 @@ def _int_cursor(after: str | None, prefix: str) -> int | None:
 
 
 def list_events(session: Session, job: Job, *, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
-    stmt = select(JobEvent).where(JobEvent.job_id == job.id)
+    # A thinned-away step (hubtune.step_events) is a point of the metrics series, not an event.
+    stmt = select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.type != step_events.SERIES)
     if (cursor := _int_cursor(after, EVENT_PREFIX)) is not None:
         stmt = stmt.where(JobEvent.id < cursor)
     return page(session, stmt.order_by(JobEvent.id.desc()), limit)
+
+
+def metrics_series(session: Session, job: Job, *, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
+    """Every logged step of the job, oldest first (the events show a long run's steps thinned)."""
+    stmt = select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.type.in_(step_events.SERIES_TYPES))
+    if (cursor := _int_cursor(after, EVENT_PREFIX)) is not None:
+        stmt = stmt.where(JobEvent.id > cursor)
+    return page(session, stmt.order_by(JobEvent.id), limit)
 
 
 def list_checkpoints(

@@ -211,6 +211,28 @@ class EventList(BaseModel):
     has_more: bool
 
 
+class MetricsPoint(BaseModel):
+    """One logged step of a job: its id is the step's event id (a cursor for `after`)."""
+
+    object: Literal["fine_tuning.job.metrics"] = "fine_tuning.job.metrics"
+    id: str
+    created_at: int
+    step: int
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: JobEvent) -> MetricsPoint:
+        data = row.data or {}
+        return cls(id=f"{EVENT_PREFIX}{row.id}", created_at=int(row.created_at), step=int(data.get("step") or 0),
+                   data=data)
+
+
+class MetricsSeries(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[MetricsPoint]
+    has_more: bool
+
+
 class CheckpointPublic(BaseModel):
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     id: str

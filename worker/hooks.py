@@ -11,6 +11,7 @@ from sqlalchemy import select
 from hubtune.db import session_scope
 from hubtune.lifecycle import RUNNING_OR_PAUSED, LeaseLost, fenced_event
 from hubtune.models import Checkpoint, Job, JobEvent, now
+from hubtune.step_events import METRICS, SERIES, StepThinner, is_evaluation, step_message
 from worker.lease import Lease
 
 METRICS_FLUSH_SECONDS = 1.0
@@ -28,6 +29,7 @@ class JobHooks:
         self.plan = plan  # the TrainPlan: should_stop() turns off its stop-step checkpoint when taken over
         self.started = time.monotonic()
         self.total_steps = 0
+        self._thinner = StepThinner(total_steps=0)
         self._pending_metrics: list[tuple] = []  # metrics events not written yet (see on_metrics)
         self._metrics_flushed = self.started
         self._stop_polled = float("-inf")  # the first step reads the row
@@ -42,6 +44,7 @@ class JobHooks:
 
     def on_start(self, *, total_steps: int, trainable_params: int, total_params: int) -> None:
         self.total_steps = total_steps
+        self._thinner = StepThinner(total_steps=total_steps)
         data = {"total_steps": total_steps, "trainable_params": trainable_params, "total_params": total_params}
         pct = 100.0 * trainable_params / max(total_params, 1)
         self._guard(
@@ -56,6 +59,8 @@ class JobHooks:
         # for fast steps; bench/training_overhead.py measures it).
         # Cancel and pause do not wait on this: should_stop() polls the row on its own interval. The
         # last step, every evaluation and the engine's flush_metrics() at the end write at once.
+        # Every step is stored; a long run shows only some as events (hubtune.step_events), the others
+        # are points of the metrics series only.
         step = int(metrics.get("step", 0))
         fields: dict[str, Any] = {}
         if metrics.get("trained_tokens") is not None:
@@ -63,9 +68,11 @@ class JobHooks:
         if step and self.total_steps:
             rate = (time.monotonic() - self.started) / step
             fields["estimated_finish"] = now() + rate * max(self.total_steps - step, 0)
-        self._pending_metrics.append((now(), f"Step {step}/{self.total_steps}", metrics, fields))
+        kind = METRICS if self._thinner.shows(metrics) else SERIES
+        message = step_message(metrics, total_steps=self.total_steps)
+        self._pending_metrics.append((now(), message, metrics, fields, kind))
         due = time.monotonic() - self._metrics_flushed >= METRICS_FLUSH_SECONDS
-        if due or step >= self.total_steps or any(key.startswith("valid_") for key in metrics):
+        if due or step >= self.total_steps or is_evaluation(metrics):
             self.flush_metrics()
 
     def flush_metrics(self) -> None:
@@ -77,11 +84,11 @@ class JobHooks:
 
         def write() -> None:
             with session_scope() as session:
-                *earlier, (_, message, data, fields) = pending
+                *earlier, (_, message, data, fields, kind) = pending
                 # Earlier steps first (ids keep the steps' order); the fence then checks the lease for all.
-                session.add_all(JobEvent(job_id=self.lease.job_id, created_at=at, message=text, type="metrics",
-                                         level="info", data=values) for at, text, values, _ in earlier)
-                fenced_event(session, self.lease.job_id, token=self.lease.token, message=message, type="metrics",
+                session.add_all(JobEvent(job_id=self.lease.job_id, created_at=at, message=text, type=row_type,
+                                         level="info", data=values) for at, text, values, _, row_type in earlier)
+                fenced_event(session, self.lease.job_id, token=self.lease.token, message=message, type=kind,
                              data=data, **fields)
 
         self._guard(write)
@@ -109,6 +116,7 @@ class JobHooks:
         self._stop_polled = time.monotonic()
         if self.lease.still_ours():
             return False
+        self._thinner.stopping = True  # the step training stops at is logged, and shown
         # Only a pause keeps the checkpoint saved at the stop step. A worker whose job was cancelled or
         # re-queued and claimed elsewhere (it froze past its lease) must not write into the job's
         # checkpoints folder, which the new holder is using.

@@ -22,6 +22,7 @@ from hubtune.models import Job, JobEvent, WorkerRecord
 from hubtune.namespaces import NamespaceRefused, Rights, rights_for, write_refusal
 from hubtune.settings import Settings, get_settings
 from hubtune.spec import JobRequest
+from hubtune.step_events import SERIES_TYPES
 from plugin import Hub, parse_dataset_ref, read_card_metadata, render_model_card, split_model_ref
 from plugin.errors import HubAuthError, HubError, RepoNotFound
 from worker.failures import job_error
@@ -153,7 +154,7 @@ def _snapshot(session, job_id: str) -> dict[str, Any]:
         "hyperparameters": job.hyperparameters, "result": job.result or {}, "data_report": job.data_report,
         "artifact": Path(job.artifact_path), "dataset_revisions": job.dataset_revisions or {},
         "training_file": job.training_file, "validation_file": job.validation_file,
-        "curve": [e.data for e in events if e.type == "metrics" and e.data],
+        "curve": [e.data for e in events if e.type in SERIES_TYPES and e.data],  # every step, shown or not
         "duration": _training_seconds(events), "worker": trained_on,
         "resources": dict(worker.resources) if worker is not None else None,
     }

@@ -70,9 +70,14 @@ def _check(response: httpx.Response) -> dict[str, Any]:
 
 
 def follow(client: httpx.Client, job_id: str, *, out=sys.stdout) -> dict[str, Any]:
-    """Print new events and a progress bar until the job ends; returns the final job."""
+    """Print new events and a progress bar until the job ends; returns the final job.
+
+    On a terminal the bar is redrawn in place. To a file or a pipe nothing is redrawn (no carriage
+    returns, no ANSI codes): the bar is a plain line when it changed, at most every PLAIN_BAR_SECONDS.
+    Either way the final bar is printed once.
+    """
+    bar = _Bar(out, live=_is_terminal(out))
     seen: set[str] = set()
-    progress = ""
     last: dict[str, Any] = {}
     while True:
         job = _check(client.get(f"/fine_tuning/jobs/{job_id}"))
@@ -82,18 +87,61 @@ def follow(client: httpx.Client, job_id: str, *, out=sys.stdout) -> dict[str, An
                 continue
             seen.add(event["id"])
             if event["type"] == "metrics":
-                # Evaluation events carry no train_loss: keep showing the last one.
-                last = {**last, **(event["data"] or {})}
-                progress = _bar(last)
+                last = {**last, **(event["data"] or {})}  # an evaluation-only step keeps the last train_loss
             else:
-                out.write("\r\033[K" + time.strftime("%H:%M:%S ", time.localtime(event["created_at"]))
-                          + event["message"] + "\n")
-        out.write("\r\033[K" + progress + eta(job))
-        out.flush()
+                bar.line(time.strftime("%H:%M:%S ", time.localtime(event["created_at"])) + event["message"])
         if job["status"] in TERMINAL:
-            out.write("\n")
+            bar.finish(_bar(last) if last else "")
             return job
+        if last:
+            bar.update(_bar(last) + eta(job))
         time.sleep(1)
+
+
+PLAIN_BAR_SECONDS = 10.0
+
+
+def _is_terminal(out) -> bool:
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class _Bar:
+    """The progress bar below the event lines: redrawn in place on a terminal, plain lines elsewhere."""
+
+    def __init__(self, out, *, live: bool) -> None:
+        self.out, self.live = out, live
+        self.shown = ""  # the bar on screen (terminal) or the last bar line written (file or pipe)
+        self.written_at = float("-inf")
+
+    def line(self, text: str) -> None:
+        if self.live:  # the event goes where the bar was; the bar is drawn again below it
+            self._write("\r\033[K" + text + "\n" + self.shown)
+        else:
+            self._write(text + "\n")
+
+    def update(self, text: str) -> None:
+        if text == self.shown:
+            return
+        if self.live:
+            self._write("\r\033[K" + text)
+        elif time.monotonic() - self.written_at >= PLAIN_BAR_SECONDS:
+            self._write(text + "\n")
+            self.written_at = time.monotonic()
+        else:
+            return
+        self.shown = text
+
+    def finish(self, text: str) -> None:
+        if self.live:
+            self._write("\r\033[K" + text + "\n" if text else ("\n" if self.shown else ""))
+        elif text and text != self.shown:
+            self._write(text + "\n")
+        self.shown = text
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
 
 
 def _bar(metrics: dict[str, Any], width: int = 30) -> str:
@@ -114,12 +162,32 @@ def eta(job: dict[str, Any]) -> str:
     return f"  ETA {hours}h{rest // 60:02d}m" if hours else f"  ETA {rest // 60}m{rest % 60:02d}s"
 
 
-def _summary(job: dict[str, Any]) -> None:
-    print(f"status: {job['status']}")
+def _summary(job: dict[str, Any], *, out=sys.stdout) -> None:
+    out.write(f"status: {job['status']}\n")
     if job.get("error"):
-        print(f"error: {job['error']}")
-    metrics = (job.get("result") or {}).get("metrics") or {}
+        out.write(f"error: {job['error']}\n")
+    metrics = dict((job.get("result") or {}).get("metrics") or {})
+    timings = metrics.pop("timings_s", None)
     for name, value in metrics.items():
-        print(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")
+        out.write(f"  {name}: {value:.4f}\n" if isinstance(value, float) else f"  {name}: {value}\n")
+    if isinstance(timings, dict) and timings:
+        out.write(timings_table(timings))
     if job.get("fine_tuned_model"):
-        print(f"adapter: {job['fine_tuned_model']}")
+        out.write(f"adapter: {job['fine_tuned_model']}\n")
+
+
+# The training engine's phases (worker.engine.trainer), in run order; train_eval_s is part of train_s.
+PHASES = {"load_s": "load", "tokenize_s": "tokenize", "baseline_eval_s": "baseline evaluation",
+          "trainer_setup_s": "trainer setup", "train_s": "train", "train_eval_s": "  of which evaluation",
+          "final_eval_s": "final evaluation", "probes_s": "probes", "save_s": "save"}
+
+
+def timings_table(timings: dict[str, float]) -> str:
+    """The run's phases as a table of seconds, with their total."""
+    rows = [(PHASES.get(key, key.removesuffix("_s")), float(seconds)) for key, seconds in timings.items()]
+    total = sum(float(seconds) for key, seconds in timings.items() if key != "train_eval_s")
+    rows.append(("total", total))
+    width = max(len("phase"), *(len(name) for name, _ in rows))
+    lines = [f"{'phase'.ljust(width)}  {'seconds':>8}", f"{'-' * width}  {'-' * 8}"]
+    lines += [f"{name.ljust(width)}  {seconds:8.2f}" for name, seconds in rows]
+    return "timings:\n" + "".join(f"  {line}\n" for line in lines)

@@ -1,4 +1,4 @@
-"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume; events and checkpoints."""
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume; events, metrics and checkpoints."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from hubtune.models import Job
 from hubtune.spec import JobRequest
 from server import crud, idempotency
 from server.deps import CurrentKey, SessionDep, SettingsDep
-from server.schemas import CheckpointList, CheckpointPublic, EventList, EventPublic, JobList, JobPublic
+from server.schemas import (
+    CheckpointList, CheckpointPublic, EventList, EventPublic, JobList, JobPublic, MetricsPoint, MetricsSeries,
+)
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
 Limit = Annotated[int, Query(ge=1, le=100)]
+SeriesLimit = Annotated[int, Query(ge=1, le=10000)]
 IDEMPOTENCY_DOC = (
     "Makes retries safe: the same key with the same body returns the job the first request created; "
     "the same key with another body is a 409."
@@ -108,6 +111,18 @@ def list_events(
     job = crud.get_job(session, key, fine_tuning_job_id)
     rows, has_more = crud.list_events(session, job, after=after, limit=limit)
     return EventList(data=[EventPublic.of(r) for r in rows], has_more=has_more)
+
+
+@router.get("/{fine_tuning_job_id}/metrics", response_model=MetricsSeries)
+def metrics_series(
+    session: SessionDep, key: CurrentKey, fine_tuning_job_id: str, after: str | None = None,
+    limit: SeriesLimit = 1000,
+) -> MetricsSeries:
+    """Every logged step's metrics, oldest first, from after the point `after` (the charts' series; the
+    events show a long run's steps thinned)."""
+    job = crud.get_job(session, key, fine_tuning_job_id)
+    rows, has_more = crud.metrics_series(session, job, after=after, limit=limit)
+    return MetricsSeries(data=[MetricsPoint.of(r) for r in rows], has_more=has_more)
 
 
 @router.get("/{fine_tuning_job_id}/checkpoints", response_model=CheckpointList)

@@ -5,6 +5,7 @@ and never see another owner's job. Screenshots of every page go to test-artifact
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -134,6 +135,113 @@ def _failed_publish_detail(env) -> None:
         context.close()
 
 
+def _finished_job(env) -> str:
+    """A succeeded job of Alice's as the workers leave it (written straight to the database): a result
+    with nested metrics and timings, an evaluation, a published adapter, and one logged step."""
+    from hubtune.db import engine_for
+    from hubtune.ids import new_id
+    from hubtune.models import Job, JobEvent, now
+    from sqlalchemy.orm import Session
+
+    job_id = new_id("ftjob")
+    evaluation = {"split": {"source": "validation_file", "examples": 40, "fraction": None},
+                  "primary_metric": "macro_f1",
+                  "base": {"accuracy": 0.225, "macro_f1": 0.1837, "valid_loss": 1.3912,
+                           "recall_per_class": {"account": 0.1, "billing": 0.4, "bug": 0.2, "shipping": 0.2}},
+                  "tuned": {"accuracy": 0.975, "macro_f1": 0.9749, "valid_loss": 0.1523,
+                            "recall_per_class": {"account": 1.0, "billing": 0.9, "bug": 1.0, "shipping": 1.0}},
+                  "majority_baseline": {"accuracy": 0.25, "macro_f1": 0.1,
+                                        "recall_per_class": {"account": 1.0, "billing": 0.0, "bug": 0.0,
+                                                             "shipping": 0.0}},
+                  "beat_baseline": True, "goal": None}
+    metrics = {"train_loss": 0.2034, "train_loss_mean": 0.6611, "valid_loss": 0.1523, "valid_accuracy": 0.975,
+               "train_runtime_s": 41.217, "train_phase_s": 30.1,
+               "timings_s": {"load_s": 3.2, "tokenize_s": 0.4, "baseline_eval_s": 1.1, "train_s": 33.0,
+                             "final_eval_s": 1.0, "save_s": 0.3}}
+    result = {"metrics": metrics, "steps": 30, "evaluation": evaluation, "trainable_params": 74_244,
+              "total_params": 22_787_076, "world_size": 1, "fed_positions": 30_720,
+              "reference": {"inputs": ["my card was charged twice", "the app crashes"],
+                            "labels": ["billing", "bug"]}}
+    spec = {"task": "sequence_classification", "tuning": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
+            "training": {"learning_rate": 0.001, "max_seq_length": 64, "lr_scheduler": "linear"},
+            "hub": {"repo_id": "alice/all-MiniLM-L6-v2-tickets", "private": True},
+            "hyperparameters": {"n_epochs": 3, "batch_size": 16}}
+    with Session(engine_for(env["db_url"])) as s:
+        s.add(Job(id=job_id, owner="alice", status="succeeded", model="sentence-transformers/all-MiniLM-L6-v2",
+                  training_file="file-train", validation_file="file-valid", seed=42, spec=spec, result=result,
+                  data_report={"train": {"examples": 160, "labels": {"billing": 40, "bug": 40, "account": 40,
+                                                                       "shipping": 40}}, "tokens": 5120},
+                  fine_tuned_model="alice/all-MiniLM-L6-v2-tickets@0123456789abcdef0123456789abcdef01234567",
+                  attempts=1, max_attempts=3, lease_token=1, created_at=now() - 120, updated_at=now(),
+                  started_at=now() - 110, finished_at=now() - 5, trained_tokens=15_360))
+        s.flush()
+        s.add(JobEvent(job_id=job_id, type="metrics", message="Step 30/30: training loss=0.2034",
+                       data={"step": 30, "total_steps": 30, "train_loss": 0.2034}))
+        s.commit()
+    return job_id
+
+
+def _box_overlap(a: dict, b: dict) -> bool:
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+
+
+def _finished_job_page(env) -> None:
+    """The finished-job page at 1,400 px reads well: tables, not raw JSON; nothing spills over a neighbour;
+    a one-point chart with finite, distinct axis labels around a visible point."""
+    job_id = _finished_job(env)
+    context = env["browser"].new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.on("pageerror", lambda exc: env["console_errors"].append(str(exc)))
+    try:
+        page.goto(env["stack"].url + "/")
+        page.fill("#api-key", env["keys"]["alice"])
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#jobs-table")
+        page.goto(f"{env['stack'].url}/#/jobs/{job_id}")
+        page.wait_for_selector("#evaluation-table")
+        page.wait_for_selector('#loss-chart [data-series="train_loss"]', state="attached")
+        page.screenshot(path=str(SHOTS / "job-succeeded-1400.png"), full_page=True)
+
+        # The evaluation table stays inside its card, clear of the Hub card.
+        table, hub = page.locator("#evaluation-table").bounding_box(), page.locator("#hub").bounding_box()
+        card = page.locator("#evaluation").bounding_box()
+        assert not _box_overlap(table, hub), (table, hub)
+        assert table["x"] + table["width"] <= card["x"] + card["width"] + 0.5, (table, card)
+
+        # Result and Configuration are tables (nested keys flattened), with no JSON dumped in them.
+        for card_id, keys in (("#result", ["train_loss", "timings_s.load_s", "trainable_params", "steps"]),
+                              ("#config", ["model", "lora", "learning_rate", "repo_id", "n_epochs"])):
+            assert page.locator(f"{card_id} table").count() >= 1, card_id
+            assert page.locator(f"{card_id} pre").count() == 0, card_id
+            text = "\n".join(page.locator(f"{card_id} table").all_inner_texts())
+            for key in keys:
+                assert key in text, (card_id, key, text)
+            assert "{" not in text and '":' not in text, (card_id, text)
+        assert "0.2034" in page.inner_text("#result")
+        evaluation = page.inner_text("#evaluation-table")
+        assert "billing" in evaluation and "{" not in evaluation, evaluation
+
+        # One logged step: the axes are finite numbers around the point, which sits inside the plot.
+        labels = [t for t in page.locator("#loss-chart text").all_text_contents() if t not in ("step",)]
+        numbers = [float(t) for t in labels]  # a NaN or an empty label fails here
+        assert all(math.isfinite(v) for v in numbers) and len(set(labels)) == len(labels), labels
+        ys = [float(t) for t in page.locator("#loss-chart text.y-label").all_text_contents()]
+        assert len(ys) >= 3 and min(ys) < 0.2034 < max(ys) and min(ys) >= 0, ys
+        xs = [float(t) for t in page.locator("#loss-chart text.x-label").all_text_contents()]
+        assert 30 in xs and all(x >= 0 for x in xs), xs
+        point = page.locator('#loss-chart circle[data-series="train_loss"]')
+        assert point.count() == 1
+        plot = page.locator("#loss-chart").bounding_box()
+        dot = point.bounding_box()
+        assert dot["width"] >= 5, dot  # visible
+        assert plot["x"] + 0.2 * plot["width"] < dot["x"] < plot["x"] + 0.8 * plot["width"], (dot, plot)
+        # A finished job shows no running stage.
+        assert page.inner_text("#job-stage").strip() == ""
+    finally:
+        context.close()
+
+
 def _train_steps(client, job_id: str) -> list[int]:
     return [e["data"]["step"] for e in all_events(client, job_id)
             if e["type"] == "metrics" and "train_loss" in (e["data"] or {})]
@@ -204,6 +312,9 @@ def test_dashboard_watch_cancel_queues_and_owner_scoping(env):
         page.wait_for_selector('.head .badge[data-status="cancelled"]', timeout=30_000)
         assert page.locator('#actions button[data-action="cancel"]').count() == 0
         assert wait_for(alice, job_id, timeout=60)["status"] == "cancelled"
+        # A cancelled job keeps no running stage, in the API or on the page.
+        assert alice.get(f"/fine_tuning/jobs/{job_id}").json()["stage"] is None
+        _until(lambda: "training" not in page.inner_text(".head"), what="the stage to go")
         page.screenshot(path=str(SHOTS / "job-cancelled.png"), full_page=True)
 
         # Bob's job by its address: not found for Alice.
@@ -220,6 +331,7 @@ def test_dashboard_watch_cancel_queues_and_owner_scoping(env):
         context.close()
 
     _failed_publish_detail(env)
+    _finished_job_page(env)
 
     # The admin sees the worker: host, CPU/RAM (or GPUs), queues, heartbeat; and everyone's jobs.
     context, page = _login(env, "ops")

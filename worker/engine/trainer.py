@@ -75,8 +75,8 @@ class Hooks(Protocol):
 
     - ``on_start``: once, before the first step (``total_steps`` is the planned optimizer steps).
     - ``on_metrics``: after each logging step ``{step, total_steps, epoch, trained_tokens, train_loss,
-      learning_rate, grad_norm}``, and after each evaluation (per checkpoint, when there is a
-      validation file) ``{step, total_steps, epoch, trained_tokens, valid_loss[, valid_accuracy]}``.
+      learning_rate, grad_norm}``; a step that is also evaluated (per checkpoint, when there is a
+      validation file) comes once, with ``valid_loss[, valid_accuracy]`` added to its train metrics.
       ``trained_tokens`` counts the non-padding tokens fed so far (prompts included).
     - ``on_checkpoint``: after a checkpoint folder is written (every ``training.save_steps`` steps,
       else every epoch; also at the step where should_stop() ended training), with the latest
@@ -291,10 +291,15 @@ def _make_callback(hooks: Hooks, plan: TrainPlan, counts: dict, state_box: dict)
     from transformers import TrainerCallback
 
     class HooksCallback(TrainerCallback):
-        """Forwards Trainer events to the hooks and polls should_stop() after every optimizer step."""
+        """Forwards Trainer events to the hooks and polls should_stop() after every optimizer step.
+
+        A step's training loss is held until the Trainer is done with that step, so that a step which
+        is also evaluated reaches on_metrics once, with both losses (one event, as OpenAI's read).
+        """
 
         def __init__(self) -> None:
             self.latest: dict[str, Any] = {}
+            self.held: dict[str, Any] | None = None  # the last logged step's train metrics, not yet sent
 
         def _base(self, state) -> dict:
             return {
@@ -304,6 +309,11 @@ def _make_callback(hooks: Hooks, plan: TrainPlan, counts: dict, state_box: dict)
                 "trained_tokens": int(state.num_input_tokens_seen),
             }
 
+        def _send_held(self) -> None:
+            if self.held is not None:
+                held, self.held = self.held, None
+                hooks.on_metrics(held)
+
         def on_train_begin(self, args, state, control, **kwargs):
             hooks.on_start(
                 total_steps=state.max_steps,
@@ -311,9 +321,13 @@ def _make_callback(hooks: Hooks, plan: TrainPlan, counts: dict, state_box: dict)
                 total_params=counts["total"],
             )
 
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._send_held()  # the previous step had no evaluation (it would have come before this)
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
             if "loss" in logs:
+                self._send_held()
                 metrics = self._base(state)
                 metrics["train_loss"] = float(logs["loss"])
                 if "learning_rate" in logs:
@@ -321,9 +335,12 @@ def _make_callback(hooks: Hooks, plan: TrainPlan, counts: dict, state_box: dict)
                 if "grad_norm" in logs and logs["grad_norm"] is not None:
                     metrics["grad_norm"] = float(logs["grad_norm"])
                 self.latest.update(train_loss=metrics["train_loss"], train_loss_step=state.global_step)
-                hooks.on_metrics(metrics)
+                self.held = metrics  # an evaluation of this step (eval_steps, epoch end) may follow
             elif "eval_loss" in logs:
-                metrics = self._base(state)
+                if self.held is not None and self.held["step"] != state.global_step:
+                    self._send_held()
+                metrics = {**(self.held or {}), **self._base(state)}
+                self.held = None
                 metrics["valid_loss"] = float(logs["eval_loss"])
                 if "eval_accuracy" in logs:
                     metrics["valid_accuracy"] = float(logs["eval_accuracy"])
@@ -333,6 +350,7 @@ def _make_callback(hooks: Hooks, plan: TrainPlan, counts: dict, state_box: dict)
                 hooks.on_metrics(metrics)
 
         def on_save(self, args, state, control, **kwargs):
+            self._send_held()
             _flush_metrics(hooks)  # the steps before a checkpoint are written before its event
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             metrics = self._base(state)
@@ -342,6 +360,7 @@ def _make_callback(hooks: Hooks, plan: TrainPlan, counts: dict, state_box: dict)
             hooks.on_checkpoint(step=state.global_step, path=path, metrics=metrics)
 
         def on_train_end(self, args, state, control, **kwargs):
+            self._send_held()
             _flush_metrics(hooks)  # nothing buffered is lost when training ends early (stop, early stopping)
 
         def on_step_end(self, args, state, control, **kwargs):

@@ -77,6 +77,11 @@ function ago(ts) {
   return `${fmtDuration(Date.now() / 1000 - ts)} ago`;
 }
 
+// A finished job has no stage to show (jobs finished before the lifecycle cleared it may still carry one).
+function stageOf(job) {
+  return LIVE.has(job.status) ? job.stage || "" : "";
+}
+
 function badge(status) {
   return h("span", { class: `badge ${status}`, "data-status": status, text: status });
 }
@@ -249,7 +254,7 @@ function jobRow(job, p) {
   return h("tr", { "data-job-id": job.id },
     h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono", text: job.id })),
     h("td", {}, badge(job.status)),
-    h("td", { text: job.stage || "" }),
+    h("td", { text: stageOf(job) }),
     h("td", {}, progressBar(job, p)),
     h("td", { text: job.organization_id }),
     h("td", { class: "mono", text: job.model }),
@@ -282,11 +287,25 @@ function eventNumber(e) {
   return Number(String(e.id).replace(/\D/g, ""));
 }
 
-function curves(events) {
-  const metrics = events.filter((e) => e.type === "metrics" && e.data);
+// The job's whole metrics series, oldest first: new points are fetched after the last one known. The
+// events show a long run's steps thinned (hubtune/step_events.py); the charts draw every step.
+async function newPoints(jobId, known) {
+  const fresh = [];
+  for (let i = 0; i < 100; i++) {
+    const q = new URLSearchParams({ limit: "1000" });
+    const last = fresh.length ? fresh[fresh.length - 1] : known[known.length - 1];
+    if (last) q.set("after", last.id);
+    const page = await api(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/metrics?${q}`);
+    fresh.push(...page.data);
+    if (!page.has_more || !page.data.length) break;
+  }
+  return fresh;
+}
+
+function curves(points) {
   const train = [], evalLoss = [], other = {};
-  for (const e of metrics) {
-    const d = e.data, step = Number(d.step || 0);
+  for (const p of points) {
+    const d = p.data || {}, step = Number(d.step || 0);
     if (typeof d.train_loss === "number") train.push([step, d.train_loss]);
     for (const [k, v] of Object.entries(d)) {
       if (typeof v !== "number" || !/^(valid|eval)_/.test(k) || /runtime|per_second/.test(k)) continue;
@@ -308,13 +327,48 @@ function findKey(obj, re, depth = 0) {
   return undefined;
 }
 
-function kv(obj) {
-  const dl = h("dl", { class: "kv" });
+const isPlainObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+// Counts (parameters, tokens) get thousands separators; ids, seeds and settings are shown as written.
+function fmtValue(v, key = "") {
+  if (typeof v === "number") {
+    if (!Number.isInteger(v)) return String(Number(v.toPrecision(6)));
+    return /params|tokens|positions/.test(key) ? v.toLocaleString("en-US") : String(v);
+  }
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  if (Array.isArray(v)) {
+    if (!v.length) return "none";
+    const shown = v.slice(0, 8).map((x) => (isPlainObject(x) || Array.isArray(x) ? `${Array.isArray(x) ? "list" : "object"} of ${Object.keys(x).length}` : fmtValue(x)));
+    return shown.join(", ") + (v.length > 8 ? `, … (${v.length} in all)` : "");
+  }
+  return String(v);
+}
+
+// [[key, value], ...] with nested objects' keys joined by dots ("timings_s.load_s"), nulls left out.
+function flatten(obj, prefix = "", depth = 0) {
+  const rows = [];
   for (const [k, v] of Object.entries(obj || {})) {
     if (v === null || v === undefined) continue;
-    dl.append(h("dt", { text: k }), h("dd", {}, typeof v === "object" ? h("pre", { class: "json", text: JSON.stringify(v, null, 2) }) : String(v)));
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (isPlainObject(v) && depth < 4) rows.push(...flatten(v, key, depth + 1));
+    else rows.push([key, v]);
   }
-  return dl.childElementCount ? dl : h("p", { class: "notice", text: "none" });
+  return rows;
+}
+
+// Key/value tables: one of the plain values, then one per nested object (its keys flattened), side by
+// side where the card is wide enough.
+function kv(obj, { skip = [] } = {}) {
+  const entries = Object.entries(obj || {}).filter(([k, v]) => v !== null && v !== undefined && !skip.includes(k));
+  const table = (caption, rows) => h("table", { class: "kv" }, caption ? h("caption", { text: caption }) : null,
+    h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("th", { scope: "row", text: k }), h("td", { text: fmtValue(v, k) })))));
+  const plain = entries.filter(([, v]) => !isPlainObject(v));
+  const tables = plain.length ? [table(null, plain)] : [];
+  for (const [k, v] of entries.filter(([, v]) => isPlainObject(v))) {
+    const rows = flatten(v);
+    if (rows.length) tables.push(table(k, rows));
+  }
+  return tables.length ? h("div", { class: "kv-groups" }, tables) : h("p", { class: "notice", text: "none" });
 }
 
 function memoryCard(job, events) {
@@ -344,13 +398,16 @@ function evaluationCard(job) {
   }
   const base = ev.base || ev.baseline, tuned = ev.tuned || ev.fine_tuned, majority = ev.majority_baseline;
   if (base && tuned && typeof base === "object" && typeof tuned === "object") {
-    const names = [...new Set([...Object.keys(base), ...Object.keys(tuned)])];
-    const fmt = (v) => (typeof v === "number" ? v.toFixed(4) : v === undefined || v === null ? "" : JSON.stringify(v));
-    const cols = ["metric", "base model", "fine-tuned", ...(majority ? ["majority class"] : [])];
-    card.append(h("table", { id: "evaluation-table" }, h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", { class: i ? "num" : "", text: c })))),
+    // Nested metrics (recall_per_class: {label: value}) become a row per label.
+    const flat = (o) => Object.fromEntries(flatten(o || {}).map(([k, v]) => [k.replace(/^recall_per_class\./, "recall: "), v]));
+    const [b, t, m] = [flat(base), flat(tuned), majority ? flat(majority) : null];
+    const names = [...new Set([...Object.keys(b), ...Object.keys(t)])];
+    const fmt = (v) => (typeof v === "number" ? v.toFixed(4) : v === undefined || v === null ? "" : fmtValue(v));
+    const cols = ["metric", "base model", "fine-tuned", ...(m ? ["majority class"] : [])];
+    card.append(h("div", { class: "table-wrap" }, h("table", { id: "evaluation-table" }, h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", { class: i ? "num" : "", text: c })))),
       h("tbody", {}, names.map((n) => h("tr", {}, h("td", { text: n === ev.primary_metric ? `${n} (primary)` : n }),
-        h("td", { class: "num", text: fmt(base[n]) }), h("td", { class: "num", text: fmt(tuned[n]) }),
-        majority ? h("td", { class: "num", text: fmt(majority[n]) }) : null)))));
+        h("td", { class: "num", text: fmt(b[n]) }), h("td", { class: "num", text: fmt(t[n]) }),
+        m ? h("td", { class: "num", text: fmt(m[n]) }) : null))))));
     const rest = {};
     if (ev.split) rest.split = `${ev.split.source}, ${ev.split.examples} examples`;
     if (ev.beat_baseline !== undefined) rest["beat baseline"] = ev.beat_baseline ? "yes" : "no";
@@ -415,6 +472,7 @@ function actions(job, refresh, memo) {
 
 function jobView(jobId) {
   const known = new Map();
+  const points = [];
   const memo = { note: "" };
   const head = h("div", { class: "head" });
   const charts = h("div", { class: "card", id: "charts" });
@@ -435,12 +493,14 @@ function jobView(jobId) {
       return;
     }
     for (const e of await allEvents(jobId, known)) known.set(e.id, e);
+    points.push(...await newPoints(jobId, points));
     const events = [...known.values()].sort((a, b) => eventNumber(a) - eventNumber(b));
     const newest = [...events].reverse();
-    const p = progressFrom(job, newest);
+    // Progress from the newest step logged, shown as an event or not.
+    const p = progressFrom(job, points.slice(-30).reverse().map((x) => ({ type: "metrics", data: x.data, created_at: x.created_at })));
     head.replaceChildren(h("h1", { class: "mono", text: job.id }), badge(job.status),
-      h("span", { class: "muted", id: "job-stage", text: job.stage || "" }), progressBar(job, p), actions(job, refresh, memo));
-    const c = curves(events);
+      h("span", { class: "muted", id: "job-stage", text: stageOf(job) }), progressBar(job, p), actions(job, refresh, memo));
+    const c = curves(points);
     const series = [{ name: "train_loss", points: c.train }];
     if (c.evalLoss.length) series.push({ name: "eval loss", points: c.evalLoss });
     const otherNames = Object.keys(c.other);
@@ -455,11 +515,11 @@ function jobView(jobId) {
     if (stick) log.scrollTop = 0;
     if (lastStatus !== job.status || LIVE.has(job.status)) {
       const error = job.error ? h("div", { class: "card", id: "job-error" }, h("h2", { text: "Error" }), kv(job.error)) : null;
-      rest.replaceChildren(...[error,
-        h("div", { class: "card", id: "config" }, h("h2", { text: "Configuration" }), kv(configOf(job))),
-        h("div", { class: "card", id: "data-report" }, h("h2", { text: "Data report" }), kv(job.data_report)),
-        memoryCard(job, newest), evaluationCard(job), hubCard(job),
-        job.result ? h("div", { class: "card", id: "result" }, h("h2", { text: "Result" }), kv(job.result)) : null].filter(Boolean));
+      // The evaluation has its own card; the Result table shows the rest.
+      rest.replaceChildren(...[error, evaluationCard(job), hubCard(job), memoryCard(job, newest),
+        job.result ? h("div", { class: "card wide", id: "result" }, h("h2", { text: "Result" }), kv(job.result, { skip: ["evaluation"] })) : null,
+        h("div", { class: "card wide", id: "config" }, h("h2", { text: "Configuration" }), kv(configOf(job))),
+        h("div", { class: "card wide", id: "data-report" }, h("h2", { text: "Data report" }), kv(job.data_report))].filter(Boolean));
     }
     lastStatus = job.status;
   };
@@ -467,7 +527,7 @@ function jobView(jobId) {
 }
 
 function metricsText(e) {
-  if (e.type !== "metrics" || !e.data) return "";
+  if (e.type !== "metrics" || !e.data || e.message.includes("=")) return "";  // "Step 5/42: training loss=0.123"
   return Object.entries(e.data).filter(([k, v]) => /loss|accuracy|f1/.test(k) && typeof v === "number")
     .map(([k, v]) => `  ${k} ${v.toFixed(4)}`).join("");
 }

@@ -10,18 +10,32 @@ function svgEl(tag, attrs, text) {
   return el;
 }
 
-function niceNumber(v) {
-  if (v === 0) return "0";
-  const a = Math.abs(v);
-  if (a >= 1000) return v.toFixed(0);
-  if (a >= 10) return v.toFixed(1);
-  if (a >= 0.01) return v.toFixed(3);
-  return v.toExponential(1);
+// A tick label with enough decimals to tell ticks `spacing` apart (never "-0").
+function tickLabel(v, spacing) {
+  if (Math.abs(v) < spacing * 1e-6) return "0";
+  if (Math.abs(v) >= 1e5 || Math.abs(v) < 1e-4) return v.toExponential(2);
+  const decimals = Math.max(0, Math.min(8, 1 - Math.floor(Math.log10(spacing))));
+  return v.toFixed(decimals);
+}
+
+// [lo, hi] around values from min to max: a single value (one logged step) gets a range of its own,
+// and a range of values that are all >= 0 (losses, accuracies) stays >= 0.
+function span(min, max, { integer = false } = {}) {
+  let lo = min, hi = max;
+  if (hi === lo) {
+    const d = integer ? 1 : Math.abs(lo) * 0.1 || 0.5;
+    lo -= d; hi += d;
+  } else if (!integer) {
+    const pad = (hi - lo) * 0.05; lo -= pad; hi += pad;
+  }
+  if (min >= 0 && lo < 0) lo = 0;
+  return [lo, hi];
 }
 
 // series: [{name, points: [[x, y], ...]}]; draws every series on shared axes.
 function lineChart(series, { width = 640, height = 260, xLabel = "step", id } = {}) {
   const pad = { l: 56, r: 14, t: 12, b: 34 };
+  series = series.map((s) => ({ ...s, points: s.points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1])) }));
   const all = series.flatMap((s) => s.points);
   const svg = svgEl("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img" });
   if (id) svg.id = id;
@@ -30,24 +44,21 @@ function lineChart(series, { width = 640, height = 260, xLabel = "step", id } = 
     svg.appendChild(svgEl("text", { x: width / 2, y: height / 2, "text-anchor": "middle" }, "no metrics yet"));
     return svg;
   }
-  let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
-  let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
-  if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
-  const yPad = (y1 - y0) * 0.05; y0 -= yPad; y1 += yPad;
+  const [x0, x1] = span(Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0])), { integer: true });
+  const [y0, y1] = span(Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1])));
   const sx = (x) => pad.l + ((x - x0) / (x1 - x0)) * (width - pad.l - pad.r);
   const sy = (y) => height - pad.b - ((y - y0) / (y1 - y0)) * (height - pad.t - pad.b);
   for (let i = 0; i <= 4; i++) {
     const y = y0 + ((y1 - y0) * i) / 4;
     svg.appendChild(svgEl("line", { class: "grid", x1: pad.l, x2: width - pad.r, y1: sy(y), y2: sy(y) }));
-    svg.appendChild(svgEl("text", { x: pad.l - 6, y: sy(y) + 4, "text-anchor": "end" }, niceNumber(y)));
+    svg.appendChild(svgEl("text", { class: "y-label", x: pad.l - 6, y: sy(y) + 4, "text-anchor": "end" }, tickLabel(y, (y1 - y0) / 4)));
   }
   // Whole-number step ticks, each drawn where that step really is.
   const ticks = new Set();
   for (let i = 0; i <= 4; i++) ticks.add(Math.round(x0 + ((x1 - x0) * i) / 4));
   for (const x of ticks) {
     if (x < x0 || x > x1) continue;
-    svg.appendChild(svgEl("text", { x: sx(x), y: height - pad.b + 16, "text-anchor": "middle" }, String(x)));
+    svg.appendChild(svgEl("text", { class: "x-label", x: sx(x), y: height - pad.b + 16, "text-anchor": "middle" }, String(x)));
   }
   svg.appendChild(svgEl("line", { class: "axis", x1: pad.l, x2: pad.l, y1: pad.t, y2: height - pad.b }));
   svg.appendChild(svgEl("line", { class: "axis", x1: pad.l, x2: width - pad.r, y1: height - pad.b, y2: height - pad.b }));
@@ -56,9 +67,11 @@ function lineChart(series, { width = 640, height = 260, xLabel = "step", id } = 
     if (!s.points.length) return;
     const pts = s.points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
     svg.appendChild(svgEl("polyline", { class: `line s${i}`, points: pts, "data-series": s.name, "data-count": s.points.length }));
-    // Markers only while they stay readable; the polyline carries every point anyway.
+    // Markers only while they stay readable; the polyline carries every point anyway (a lone point,
+    // which a polyline cannot draw, gets a larger marker).
     if (s.points.length <= 80) {
-      for (const p of s.points) svg.appendChild(svgEl("circle", { class: `s${i}`, cx: sx(p[0]), cy: sy(p[1]), r: 2.5 }));
+      const r = s.points.length === 1 ? 5 : 2.5;
+      for (const p of s.points) svg.appendChild(svgEl("circle", { class: `s${i}`, cx: sx(p[0]), cy: sy(p[1]), r, "data-series": s.name }));
     }
   });
   return svg;
