@@ -54,7 +54,8 @@ def _auto_loader(repo_id: str, at: str, task: str, module: str, cls: str) -> lis
         ]
     else:
         lines += ["from transformers import AutoTokenizer", "", f'model = {cls}.from_pretrained("{repo_id}"{at})']
-    return lines + [f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}"{at})  # the tokenizer it was trained with']
+    what = "with the chat template it trained with" if task == "causal_lm" else "the tokenizer it was trained with"
+    return lines + [f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}"{at})  # {what}']
 
 
 def _hubtune_loader(repo_id: str, at: str, base_model: str, revision: str | None, task: str) -> list[str]:

@@ -166,3 +166,19 @@ def test_snippet_loads_the_branch_it_was_pushed_to():
     code = snippet(card(branch="release"))
     assert code.count('"acme/tickets-minilm-lora", revision="release"') == 3  # labels, model, tokenizer
     assert 'revision="release"' not in snippet(card(branch="main"))
+
+
+def test_readme_use_your_model_shows_the_cards_snippets():
+    import pathlib
+    import re
+
+    from plugin.usage import usage_snippet
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Use your model\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)\n```", section, re.S)
+    common = dict(base_model=BASE, base_model_revision=None, library_name="peft")
+    assert blocks == [
+        usage_snippet(repo_id="acme/tickets-lora", task="sequence_classification", **common),
+        usage_snippet(repo_id="acme/support-chat-lora", task="causal_lm", data_format="chat", **common),
+    ]
