@@ -14,17 +14,10 @@ import yaml
 
 from .errors import InvalidRepoId
 from .repo_id import split_model_ref, validate_repo_id
+from .usage import usage_snippet as _usage_snippet
 
 PIPELINE_TAGS = {"sequence_classification": "text-classification", "causal_lm": "text-generation"}
 TASK_NAMES = {"text-classification": "Text Classification", "text-generation": "Text Generation"}
-PEFT_CLASSES = {
-    "sequence_classification": "AutoPeftModelForSequenceClassification",
-    "causal_lm": "AutoPeftModelForCausalLM",
-}
-TRANSFORMERS_CLASSES = {
-    "sequence_classification": "AutoModelForSequenceClassification",
-    "causal_lm": "AutoModelForCausalLM",
-}
 TASK_TEXT = {"sequence_classification": "text classification", "causal_lm": "causal language modelling"}
 TUNING_NAMES = {"lora": "LoRA", "adapter": "bottleneck-adapter", "full": "full"}
 # Which column of base-vs-tuned metrics is the model's own result (goes into model-index).
@@ -49,12 +42,16 @@ def render_model_card(
     base_model_relation: str | None = None,
     sections: Iterable[tuple[str, str]] = (),
     loss_curve: str | None = None,
+    data_format: str | None = None,
+    branch: str | None = None,
 ) -> str:
     """The README.md text. `metrics` is flat ({name: value}) or per model ({"base": {...}, "tuned": {...}}).
 
     `evaluation` is the engine's report ({"base", "tuned", "majority_baseline", "primary_metric", ...}):
     when given, model-index carries the fine-tuned results and the baselines, and the body a table.
     `sections` are extra (title, markdown) parts; `loss_curve` a picture's path in the repo.
+    The "How to use" snippet (plugin.usage) loads `repo_id` at `branch` with the loader `library_name`
+    names ("peft", "transformers" or "hubtune"); `data_format` "chat" prompts through the chat template.
     """
     validate_repo_id(repo_id)
     base_model, ref_revision = _hub_id(base_model)
@@ -67,7 +64,10 @@ def render_model_card(
     if evaluation and _evaluation_columns(evaluation):
         meta["model-index"] = _evaluation_index(repo_id, PIPELINE_TAGS.get(task) or task, datasets, evaluation)
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    snippet = usage_snippet or _usage_snippet(repo_id, base_model, task, library_name, tuning, hyperparameters)
+    snippet = usage_snippet or _usage_snippet(
+        repo_id=repo_id, base_model=base_model, base_model_revision=base_model_revision, task=task,
+        library_name=library_name, data_format=data_format, branch=branch,
+    )
     body = [
         f"# {repo_id.split('/')[-1]}\n",
         _intro(repo_id, base_model, base_model_revision, task, tuning),
@@ -207,29 +207,6 @@ def _intro(repo_id, base_model, revision, task, tuning) -> str:
         f"{what} of `{base_model}`{pinned} for {TASK_TEXT.get(task, task.replace('_', ' '))}, "
         f"trained with hubtune and published as `{repo_id}`.\n"
     )
-
-
-def _usage_snippet(repo_id, base_model, task, library_name, tuning, hyperparameters) -> str:
-    num_labels = hyperparameters.get("num_labels") or tuning.get("num_labels")
-    kwargs = f", num_labels={int(num_labels)}" if num_labels and task == "sequence_classification" else ""
-    if library_name == "peft":
-        cls, module = PEFT_CLASSES.get(task, "AutoPeftModel"), "peft"
-    else:
-        cls, module = TRANSFORMERS_CLASSES.get(task, "AutoModel"), "transformers"
-    lines = [
-        f"from {module} import {cls}",
-        "from transformers import AutoTokenizer",
-        "",
-        f'model = {cls}.from_pretrained("{repo_id}"{kwargs})',
-        f'tokenizer = AutoTokenizer.from_pretrained("{base_model}")',
-    ]
-    if task == "causal_lm":
-        lines += ['inputs = tokenizer("Hello!", return_tensors="pt")',
-                  "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))"]
-    elif task == "sequence_classification":
-        lines += ['inputs = tokenizer("Some text to classify", return_tensors="pt")',
-                  "print(model(**inputs).logits.argmax(-1).item())"]
-    return "\n".join(lines)
 
 
 def _config_rows(base_model, revision, task, tuning, hyperparameters, datasets) -> list[tuple]:

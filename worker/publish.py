@@ -192,11 +192,11 @@ def _write_card(hub: Hub, job: dict[str, Any], request: JobRequest, repo_id: str
         evaluation=evaluation, library_name=library, tags=["hubtune", kind, request.task],
         license=_base_license(hub, base_model, job["model_revision"]),
         base_model_relation=None if kind == "full" else "adapter",
-        usage_snippet=_usage(repo_id, base_model, job, request, library),
         sections=_sections(job, request), loss_curve=LOSS_CURVE if curve else None,
+        data_format=(job["data_report"] or {}).get("format"), branch=request.hub.branch if request.hub else None,
     )
     (folder / "README.md").write_text(card)
-    _point_adapter_at_hub(folder, base_model)
+    _point_adapter_at_hub(folder, base_model, job["model_revision"])
 
 
 # The tuning fields that mean something for each method (the rest of the spec is other methods' knobs).
@@ -232,24 +232,6 @@ def _base_license(hub: Hub, base_model: str, revision: str | None) -> str | None
         return None
     value = meta.get("license")
     return value if isinstance(value, str) and value else None
-
-
-def _usage(repo_id: str, base_model: str, job: dict[str, Any], request: JobRequest, library: str) -> str | None:
-    """A snippet that loads what was pushed: peft and transformers have their own Auto classes (the
-    card's default snippet); other adapters load with hubtune's loader."""
-    if library != "hubtune":
-        return None
-    revision = job["model_revision"] or "main"
-    return "\n".join([
-        "from huggingface_hub import snapshot_download",
-        "from worker.engine.trainer import load_for_inference  # hubtune (bottleneck adapters are not in peft)",
-        "",
-        "model, tokenizer = load_for_inference(",
-        f'    model_dir=snapshot_download("{base_model}", revision="{revision}"),',
-        f'    adapter_dir=snapshot_download("{repo_id}"),',
-        f'    task="{request.task}",',
-        ")",
-    ])
 
 
 def _sections(job: dict[str, Any], request: JobRequest) -> list[tuple[str, str]]:
@@ -331,12 +313,14 @@ def _write_merged(hub: Hub, job: dict[str, Any], request: JobRequest) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _point_adapter_at_hub(folder: Path, base_model: str) -> None:
-    """peft records the local snapshot path it loaded; the pushed adapter must name the hub id."""
+def _point_adapter_at_hub(folder: Path, base_model: str, revision: str | None) -> None:
+    """peft records the local snapshot path it loaded; the pushed adapter must name the hub id, and the
+    commit it was trained on (AutoPeftModel loads the base at the config's revision)."""
     config_path = folder / "adapter_config.json"
     if config_path.is_file():
         config = json.loads(config_path.read_text())
         config["base_model_name_or_path"] = base_model
+        config["revision"] = revision
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 

@@ -49,8 +49,10 @@ def test_body_has_usage_configuration_and_metrics():
     text = ModelCard(card()).text
 
     assert "from peft import AutoPeftModelForSequenceClassification" in text
-    assert 'AutoPeftModelForSequenceClassification.from_pretrained("acme/tickets-minilm-lora", num_labels=4)' in text
-    assert f'AutoTokenizer.from_pretrained("{BASE}")' in text
+    assert 'labels = AutoConfig.from_pretrained("acme/tickets-minilm-lora")' in text
+    assert '"acme/tickets-minilm-lora", id2label=labels.id2label, label2id=labels.label2id' in text
+    assert 'AutoTokenizer.from_pretrained("acme/tickets-minilm-lora")' in text  # pushed with the model
+    assert "print(model.config.id2label[model(**inputs).logits.argmax(-1).item()])" in text
     assert "| tuning.r | 8 |" in text
     assert "| tuning.target_modules | query, value |" in text
     assert "| learning_rate | 0.0002 |" in text
@@ -133,3 +135,50 @@ def test_numpy_metrics():
 
     data = ModelCard(card(metrics={"accuracy": np.float32(0.5), "steps": np.int64(10)})).data
     assert {r.metric_type: r.metric_value for r in data.eval_results} == {"accuracy": 0.5, "steps": 10.0}
+
+
+def snippet(text: str) -> str:
+    code = text.split("## How to use\n\n```python\n", 1)[1].split("\n```", 1)[0]
+    compile(code, "snippet", "exec")  # every variant is valid Python
+    return code
+
+
+def test_causal_lm_snippet_prompts_through_the_trained_chat_template_and_prints_new_tokens():
+    chat = snippet(card(task="causal_lm", data_format="chat"))
+    assert 'tokenizer = AutoTokenizer.from_pretrained("acme/tickets-minilm-lora")' in chat
+    assert "tokenizer.apply_chat_template(messages, add_generation_prompt=True" in chat
+    assert 'output[0][inputs["input_ids"].shape[1]:]' in chat
+    completion = snippet(card(task="causal_lm", data_format="completion"))
+    assert "apply_chat_template" not in completion and 'tokenizer("Hello!", return_tensors="pt")' in completion
+
+
+def test_snippet_for_each_kind_of_artifact():
+    full = snippet(card(library_name="transformers", tuning={"type": "full"}))
+    assert 'AutoModelForSequenceClassification.from_pretrained("acme/tickets-minilm-lora")' in full
+    assert "AutoConfig" not in full  # a whole model's own config names its labels
+    adapter = snippet(card(library_name="hubtune", tuning={"type": "adapter"}))
+    assert "from worker.engine.trainer import load_for_inference" in adapter
+    assert f'snapshot_download("{BASE}", revision="c9745ed1d9f207416be6d2e6f8de32d1f16199bf")' in adapter
+    assert "model.config.id2label[" in adapter
+
+
+def test_snippet_loads_the_branch_it_was_pushed_to():
+    code = snippet(card(branch="release"))
+    assert code.count('"acme/tickets-minilm-lora", revision="release"') == 3  # labels, model, tokenizer
+    assert 'revision="release"' not in snippet(card(branch="main"))
+
+
+def test_readme_use_your_model_shows_the_cards_snippets():
+    import pathlib
+    import re
+
+    from plugin.usage import usage_snippet
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Use your model\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)\n```", section, re.S)
+    common = dict(base_model=BASE, base_model_revision=None, library_name="peft")
+    assert blocks == [
+        usage_snippet(repo_id="acme/tickets-lora", task="sequence_classification", **common),
+        usage_snippet(repo_id="acme/support-chat-lora", task="causal_lm", data_format="chat", **common),
+    ]

@@ -739,7 +739,9 @@ def _save_artifact(plan: TrainPlan, model, tokenizer, examples: Examples, metric
     out = Path(plan.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     get_method(plan.tuning.type).save(model, out)
-    tokenizer.save_pretrained(str(out))
+    if plan.task == SEQUENCE_CLASSIFICATION:
+        _save_label_config(model, out)
+    tokenizer.save_pretrained(str(out))  # with the chat template the job rendered its conversations with
     info: dict[str, Any] = {
         "task": plan.task,
         "format": examples.format,
@@ -756,3 +758,14 @@ def _save_artifact(plan: TrainPlan, model, tokenizer, examples: Examples, metric
         info["labels"] = examples.labels
         info["id2label"] = {str(i): label for i, label in enumerate(examples.labels)}
     (out / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def _save_label_config(model, out: Path) -> None:
+    """config.json beside an adapter: the base model's config with the job's num_labels, id2label and
+    label2id. peft builds the base from the base repo's own config (2 labels by default) and takes a
+    head size only from its caller, so ``AutoConfig.from_pretrained(repo)`` is where a user (and the
+    model card's snippet) finds them. A full fine-tune's own config.json already carries them."""
+    if (out / "config.json").is_file():
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.config.save_pretrained(str(out))
