@@ -27,7 +27,7 @@ def publish_base(hub: LocalHub, tmp_path, repo_id: str = "acme/base") -> str:
     folder = tmp_path / "base-model"
     folder.mkdir(exist_ok=True)
     (folder / "config.json").write_text(json.dumps(BERT))
-    return hub.publish(repo_id, folder=folder, message="a base model")
+    return hub.publish(repo_id, folder=folder, message="a base model", private=False)  # a public base: any key may read it
 
 
 def create(env, key: str, model: str):

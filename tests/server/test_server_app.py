@@ -18,6 +18,7 @@ def test_default_app_uses_process_settings_and_get_celery(sqlite_url, tmp_path, 
     monkeypatch.setenv("HUBTUNE_DATA_DIR", str(tmp_path / "env-data"))
     monkeypatch.setenv("HUBTUNE_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("HUBTUNE_BROKER_URL", "filesystem://")
+    monkeypatch.setenv("HUBTUNE_MODEL_CHECK_SECONDS", "0")  # no base model in this empty hub: not what is tested
     settings_module.get_settings.cache_clear()
     try:
         # A test (or the CLI) may swap the process-wide Celery app; the default app rings through it.
