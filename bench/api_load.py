@@ -84,7 +84,10 @@ def server(url: str, data_dir: Path, broker: str):
 
     port = free_port()
     env = {**os.environ, "HUBTUNE_DATABASE_URL": url, "HUBTUNE_DATA_DIR": str(data_dir),
-           "HUBTUNE_BROKER_URL": broker, **NO_LIMITS}
+           "HUBTUNE_BROKER_URL": broker, **NO_LIMITS,
+           # The server's hub holds no model: the figures are the API and database path, without the
+           # create-time look-up of the base model (a hub round trip of its own, bounded by this setting).
+           "HUBTUNE_MODEL_CHECK_SECONDS": "0"}
     log = open(data_dir / "server.log", "w")
     proc = subprocess.Popen(hubtune_cmd("server", "--port", str(port), "--no-migrate"), env=env, stdout=log,
                             stderr=subprocess.STDOUT)

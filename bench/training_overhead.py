@@ -132,13 +132,14 @@ def breakdown(db_url: str, job_id: str) -> dict:
 
     from hubtune.db import engine_for
     from hubtune.models import Job, JobEvent
+    from hubtune.step_events import SERIES_TYPES
 
     with Session(engine_for(db_url)) as s:
         job = s.get(Job, job_id)
         events = s.execute(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).scalars().all()
         created, started, finished = job.created_at, job.started_at, job.finished_at
         metrics = (job.result or {}).get("metrics", {})
-        steps_events = sum(1 for e in events if e.type == "metrics")
+        steps_events = sum(1 for e in events if e.type in SERIES_TYPES)  # shown steps and the thinned ones
         handed = next(e.created_at for e in events if e.message.startswith("Training finished"))
         trained_tokens = job.trained_tokens
         fed_positions = (job.result or {}).get("fed_positions")

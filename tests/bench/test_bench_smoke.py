@@ -56,7 +56,7 @@ def test_embedded_job_breakdown_dispatch_and_overhead_report(tmp_path, capsys):
         hub = training_overhead.hubtune_job(stack, stack.client(key), db_url, w, files={})
     assert len(samples) == 1 and 0 < samples[0]["dispatch_ms"] < samples[0]["submit_to_running_ms"]
     assert 0 < hub["train_phase_s"] < hub["end_to_end_s"]
-    assert hub["submit_to_running_s"] > 0 and hub["publish_s"] > 0 and hub["metric_events"] >= 3
+    assert hub["submit_to_running_s"] > 0 and hub["publish_s"] > 0 and hub["metric_events"] >= 2  # a row per step
     dispatch_latency.summarize("x", samples)
     plain = training_overhead.run_plain(w, tmp_path / "plain")
     assert plain["steps"] == 2 and plain["trained_tokens"] == hub["trained_tokens"]
