@@ -31,8 +31,8 @@ def stack(tmp_path, monkeypatch, tiny_bert, tiny_llama):
     get_settings.cache_clear()
     get_celery.cache_clear()  # prepare rings train through the process's Celery app: this test's queue folder
     hub = LocalHub(get_settings().resolved_hub_dir)
-    hub.publish("acme/tiny-bert", folder=tiny_bert, message="tiny bert")
-    hub.publish("acme/tiny-llama", folder=tiny_llama, message="tiny llama")
+    hub.publish("acme/tiny-bert", folder=tiny_bert, message="tiny bert", private=False)
+    hub.publish("acme/tiny-llama", folder=tiny_llama, message="tiny llama", private=False)  # public bases: any key may read them
     env = make_env(url, data)
     with env.session() as s:  # a live GPU worker, so that both answers are for a GPU (bf16)
         s.add(WorkerRecord(id="w-gpu", hostname="h", pid=1, queues=["prepare", "gpu"], last_heartbeat=time.time(),

@@ -33,7 +33,7 @@ def stack(tmp_path, monkeypatch, tiny_llama):
                         "HEARTBEAT_SECONDS": "5"}.items():
         monkeypatch.setenv(f"HUBTUNE_{name}", value)
     get_settings.cache_clear()
-    LocalHub(get_settings().resolved_hub_dir).publish(MODEL, folder=tiny_llama, message="tiny llama")
+    LocalHub(get_settings().resolved_hub_dir).publish(MODEL, folder=tiny_llama, message="tiny llama", private=False)  # public: any key may read it
     env = make_env(url, data)
     key = env.key()
     file_id = upload(env.client, key, write_chat_jsonl(tmp_path / "chat.jsonl").read_bytes())["id"]
