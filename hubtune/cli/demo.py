@@ -94,7 +94,7 @@ def follow(client: httpx.Client, job_id: str, *, out=sys.stdout) -> dict[str, An
             bar.finish(_bar(last) if last else "")
             return job
         if last:
-            bar.update(_bar(last) + eta(job))
+            bar.update(_bar(last), suffix=eta(job))
         time.sleep(1)
 
 
@@ -112,6 +112,7 @@ class _Bar:
     def __init__(self, out, *, live: bool) -> None:
         self.out, self.live = out, live
         self.shown = ""  # the bar on screen (terminal) or the last bar line written (file or pipe)
+        self.bar = ""  # that line without its suffix (the ETA), which the final bar is compared with
         self.written_at = float("-inf")
 
     def line(self, text: str) -> None:
@@ -120,7 +121,8 @@ class _Bar:
         else:
             self._write(text + "\n")
 
-    def update(self, text: str) -> None:
+    def update(self, bar: str, *, suffix: str = "") -> None:
+        text = bar + suffix
         if text == self.shown:
             return
         if self.live:
@@ -130,14 +132,14 @@ class _Bar:
             self.written_at = time.monotonic()
         else:
             return
-        self.shown = text
+        self.shown, self.bar = text, bar
 
     def finish(self, text: str) -> None:
         if self.live:
             self._write("\r\033[K" + text + "\n" if text else ("\n" if self.shown else ""))
-        elif text and text != self.shown:
+        elif text and text != self.bar:  # a bar line already written differs only by its ETA at most
             self._write(text + "\n")
-        self.shown = text
+        self.shown = self.bar = text
 
     def _write(self, text: str) -> None:
         self.out.write(text)
