@@ -52,7 +52,7 @@ def language_fortunes(language: str, *, max_chars: int = 400) -> list[str]:
     if not folder.is_dir():
         raise MissingData(f"{folder} is missing: {FORTUNES_INSTALL}")
     out: list[str] = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and "." not in p.name):
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix not in (".dat", ".u8")):
         out += fortunes(f"{language}/{path.name}", max_chars=max_chars)
     return out
 
