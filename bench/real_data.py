@@ -112,3 +112,24 @@ def chatterbot_conversations(language: str = "english", topics: list[str] | None
         if convs:
             out[path.stem] = convs
     return out
+
+
+def train_test_rows(train_counts: dict[str, int], test_counts: dict[str, int], *, source=fortunes,
+                    seed: int = 0, relabel: dict[str, str] | None = None) -> tuple[list[dict], list[dict]]:
+    """(train, test) ``{"text", "label"}`` rows: per topic, a seeded shuffle's first ``train_counts[t]``
+    entries train and the next ``test_counts[t]`` test (never the same text). ``relabel`` maps topics
+    onto the label they carry (several topics may become "other"). Both lists come back shuffled."""
+    rng = random.Random(seed)
+    train, test = [], []
+    for topic, n_train in train_counts.items():
+        texts = source(topic)
+        rng.shuffle(texts)
+        n_test = test_counts.get(topic, 0)
+        if len(texts) < n_train + n_test:
+            raise MissingData(f"{topic!r} has {len(texts)} entries, fewer than {n_train + n_test} asked for")
+        label = (relabel or {}).get(topic, topic)
+        train += [{"text": t, "label": label} for t in texts[:n_train]]
+        test += [{"text": t, "label": label} for t in texts[n_train:n_train + n_test]]
+    rng.shuffle(train)
+    rng.shuffle(test)
+    return train, test
