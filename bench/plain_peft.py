@@ -62,9 +62,11 @@ class PadToLongest:
         return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
 
 
-def plain_train(spec: dict) -> dict:
+def plain_train(spec: dict, *, encode_causal=None, keep: dict | None = None) -> dict:
     """spec: model_dir, task, train_rows, valid_rows (or None), steps, batch, lr, seed, max_len,
-    output_dir, r, alpha, dropout; optional bf16, gradient_checkpointing, device."""
+    output_dir, r, alpha, dropout; optional bf16, gradient_checkpointing, device.
+    ``encode_causal(tokenizer, row, max_len=)`` encodes causal rows of any format (chat too) instead of
+    the prompt/completion encoder; ``keep`` (a dict) receives the trained ``model`` and ``tokenizer``."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, Trainer,
@@ -95,6 +97,8 @@ def plain_train(spec: dict) -> dict:
     def encode(rows):
         if classification:
             return _encode_classification(tokenizer, rows, label2id, spec["max_len"])
+        if encode_causal is not None:
+            return [encode_causal(tokenizer, r, max_len=spec["max_len"]) for r in rows]
         return _encode_completion(tokenizer, rows, spec["max_len"])
 
     train_ds = encode(spec["train_rows"])
@@ -126,6 +130,8 @@ def plain_train(spec: dict) -> dict:
     model.save_pretrained(spec["output_dir"])
     tokenizer.save_pretrained(spec["output_dir"])
     t["save"] = time.monotonic()
+    if keep is not None:
+        keep.update(model=model, tokenizer=tokenizer)
     names = ["start", "load", "tokenize", "setup", "train", "evaluate", "save"]
     phases = {f"{b}_s": round(t[b] - t[a], 4) for a, b in zip(names, names[1:])}
     return {"phases": phases, "train_phase_s": phases["train_s"], "total_s": round(t["save"] - t["start"], 4),
