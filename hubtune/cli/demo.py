@@ -49,8 +49,9 @@ def run_demo(*, url: str, key: str) -> int:
         "model": DEMO_MODEL, "training_file": train_id, "validation_file": valid_id, "suffix": "tickets",
         "seed": 42, "task": "sequence_classification",
         "tuning": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
-        "training": {"learning_rate": 0.001, "max_seq_length": 64},
-        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 16}}},
+        # Learning rate, epochs and batch size are left "auto" (worker/engine/hparams.py): the demo
+        # shows what the defaults give.
+        "training": {"max_seq_length": 64},
     }))
     print(f"submitted {job['id']}: LoRA on {DEMO_MODEL}, 160 support tickets in 4 classes", flush=True)
     job = follow(client, job["id"])

@@ -19,7 +19,8 @@ def resolve(n, requested=None, training=None, task="sequence_classification", tu
      (1000, 3, 16), (8333, 3, 16), (20_000, 1, 16), (100_000, 1, 16)],
 )
 def test_auto_rules(n, epochs, batch):
-    hp = resolve(n)
+    # The general rules, as a causal LM gets them (classification adds its own: tests below).
+    hp = resolve(n, task="causal_lm")
     assert hp["n_epochs"] == epochs
     assert hp["batch_size"] == batch
     assert hp["learning_rate_multiplier"] == 1.0
@@ -28,8 +29,11 @@ def test_auto_rules(n, epochs, batch):
 
 
 def test_explicit_values_win():
-    hp = resolve(40, Hyperparameters(n_epochs=7, batch_size=3, learning_rate_multiplier=0.5))
+    hp = resolve(40, Hyperparameters(n_epochs=7, batch_size=3, learning_rate_multiplier=0.5), task="causal_lm")
     assert hp == {"n_epochs": 7, "batch_size": 3, "learning_rate_multiplier": 0.5, "learning_rate": pytest.approx(1e-4)}
+    # A classifier's explicit epochs are kept too, though they make fewer than 100 steps.
+    hp = resolve(40, Hyperparameters(n_epochs=2, learning_rate_multiplier=0.5))
+    assert hp["n_epochs"] == 2 and hp["learning_rate"] == pytest.approx(1.5e-3)
 
 
 def test_training_learning_rate_is_the_base():
@@ -53,8 +57,35 @@ def test_unknown_inputs_raise():
 
 
 def test_base_rate_per_method():
-    assert resolve(10, tuning_type="lora")["learning_rate"] == 2e-4
-    assert resolve(10, tuning_type="qlora")["learning_rate"] == 2e-4
-    assert resolve(10, tuning_type="adapter")["learning_rate"] == 1e-3
-    assert resolve(10, tuning_type="full")["learning_rate"] == 2e-5
-    assert resolve(10, tuning_type="ia3")["learning_rate"] == 2e-4  # any other peft method
+    for task in ("causal_lm", "sequence_classification"):
+        assert resolve(10, tuning_type="adapter", task=task)["learning_rate"] == 1e-3
+        assert resolve(10, tuning_type="full", task=task)["learning_rate"] == 2e-5
+        assert resolve(10, tuning_type="ia3", task=task)["learning_rate"] == 2e-4  # any other peft method
+    assert resolve(10, tuning_type="lora", task="causal_lm")["learning_rate"] == 2e-4
+    assert resolve(10, tuning_type="qlora", task="causal_lm")["learning_rate"] == 2e-4
+
+
+def test_classifier_lora_rate_is_higher():
+    # LoRA on a sequence classifier: 3e-3 (plain-script grid on MiniLM; BENCHMARKS.md).
+    assert resolve(10, tuning_type="lora")["learning_rate"] == pytest.approx(3e-3)
+    assert resolve(10, tuning_type="qlora")["learning_rate"] == pytest.approx(3e-3)
+    # an explicit base rate still wins
+    assert resolve(10, training=Training(learning_rate=1e-4))["learning_rate"] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    "n, epochs, batch",
+    # (steps an epoch) -> epochs for >= 100 steps, at most 25
+    [(1, 25, 1), (10, 10, 1), (40, 10, 4), (68, 12, 8), (100, 8, 8), (500, 4, 16), (1000, 3, 16),
+     (1600, 3, 16), (20_000, 1, 16)],
+)
+def test_classifier_makes_at_least_100_steps(n, epochs, batch):
+    hp = resolve(n)
+    assert (hp["n_epochs"], hp["batch_size"]) == (epochs, batch)
+    steps = hp["n_epochs"] * -(-n // batch)
+    assert steps >= 100 or hp["n_epochs"] == 25 or n > 1600
+
+
+def test_classifier_min_steps_use_an_explicit_batch():
+    assert resolve(100, Hyperparameters(batch_size=50))["n_epochs"] == 25  # 2 steps an epoch
+    assert resolve(100, Hyperparameters(batch_size=4))["n_epochs"] == 4  # 25 steps an epoch

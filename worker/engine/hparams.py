@@ -9,14 +9,25 @@ from hubtune.spec import Hyperparameters, Training
 # Base learning rates per tuning method, before learning_rate_multiplier: the usual starting points
 # (LoRA/QLoRA 2e-4 as in the QLoRA paper; bottleneck adapters 1e-3 as in Houlsby et al.; every weight
 # 2e-5, the BERT fine-tuning range). Any other peft method starts from OTHER_PEFT_LEARNING_RATE.
+# Causal LMs keep these (bench/quality.py's causal grid is in BENCHMARKS.md).
 BASE_LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "adapter": 1e-3, "full": 2e-5}
 OTHER_PEFT_LEARNING_RATE = 2e-4
+# A sequence classifier's LoRA must move a classification head that starts from random weights: 2e-4 is
+# ten times too low. Measured with the plain transformers+peft script on all-MiniLM-L6-v2 (BENCHMARKS.md,
+# "Quality with the defaults"): 4-class imbalanced, 5 epochs: 2e-4 -> macro-F1 0.12, 1e-3 -> 0.48,
+# 3e-3 -> 0.84; bench/quality.py "small" (75 rows, 3 classes, 100 steps): 1e-3 -> 0.933, 3e-3 -> 0.877.
+# adapter and full were not measured: they keep the rates above.
+CLASSIFICATION_LEARNING_RATES = {"lora": 3e-3, "qlora": 3e-3}
 
 DEFAULT_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 100  # tiny sets get more epochs, so that about this many examples are seen
 MAX_TARGET_EXAMPLES = 25_000  # big sets get fewer epochs, so that about this many are seen
 MAX_AUTO_EPOCHS = 25
 MAX_AUTO_BATCH_SIZE = 16
+# A classifier needs optimizer steps, not examples seen: "small" (68 training rows, batch 8, 9 steps an
+# epoch) at 3 epochs (27 steps) reached macro-F1 0.41 where the plain script's 100 steps reached 0.93.
+# So auto epochs rise until an auto run makes at least this many steps (still at most MAX_AUTO_EPOCHS).
+MIN_CLASSIFICATION_STEPS = 100
 
 
 def auto_epochs(n_examples: int) -> int:
@@ -33,6 +44,17 @@ def auto_batch_size(n_examples: int) -> int:
     return 1 << (size.bit_length() - 1)  # round down to a power of two
 
 
+def min_steps_epochs(n_examples: int, batch_size: int, epochs: int) -> int:
+    steps_per_epoch = math.ceil(max(1, n_examples) / batch_size)
+    return max(epochs, min(MAX_AUTO_EPOCHS, math.ceil(MIN_CLASSIFICATION_STEPS / steps_per_epoch)))
+
+
+def base_learning_rate(task: str, tuning_type: str) -> float:
+    if task == "sequence_classification" and tuning_type in CLASSIFICATION_LEARNING_RATES:
+        return CLASSIFICATION_LEARNING_RATES[tuning_type]
+    return BASE_LEARNING_RATES.get(tuning_type, OTHER_PEFT_LEARNING_RATE)
+
+
 def resolve_hyperparameters(
     *, n_examples: int, task: str, tuning_type: str, requested: Hyperparameters, training: Training
 ) -> dict:
@@ -43,15 +65,17 @@ def resolve_hyperparameters(
     - ``n_epochs``: 3; when 3 epochs would show fewer than 100 examples, ceil(100 / n_examples)
       (at most 25); when they would show more than 25,000, max(1, 25,000 // n_examples).
       E.g. 10 examples -> 10 epochs, 40 -> 3, 20,000 -> 1.
+      sequence_classification then raises it until the run makes at least 100 optimizer steps
+      (ceil(100 / ceil(n_examples / batch_size)) epochs, at most 25): 68 examples at batch 8 -> 12.
     - ``batch_size``: n_examples // 8, clamped to [1, 16] and rounded down to a power of two.
       E.g. 7 examples -> 1, 40 -> 4, 100 -> 8, 1,000 -> 16.
     - ``learning_rate_multiplier``: 1.0.
-    - ``learning_rate`` (always derived): (``training.learning_rate`` if set, else the method's base
-      rate: lora/qlora 2e-4, adapter 1e-3, full 2e-5, any other peft method 2e-4)
-      x ``learning_rate_multiplier``.
+    - ``learning_rate`` (always derived): (``training.learning_rate`` if set, else the base rate of
+      the task and method: sequence_classification with lora/qlora 3e-3; otherwise lora/qlora 2e-4,
+      adapter 1e-3, full 2e-5, any other peft method 2e-4) x ``learning_rate_multiplier``.
 
     ``n_examples`` is what trains: prepare passes the training file's size less the held-out split.
-    ``task`` is accepted so that rules may differ per task; they do not at present. Whether a tuning
+    ``task`` selects the classification rules above. Whether a tuning
     type exists is the method registry's question (worker.engine.methods), not this one's.
     Raises ValueError for a task that is not known, or n_examples < 1.
     """
@@ -60,10 +84,15 @@ def resolve_hyperparameters(
     if n_examples < 1:
         raise ValueError("n_examples must be at least 1")
 
-    n_epochs = auto_epochs(n_examples) if requested.n_epochs == "auto" else int(requested.n_epochs)
     batch_size = auto_batch_size(n_examples) if requested.batch_size == "auto" else int(requested.batch_size)
+    if requested.n_epochs != "auto":
+        n_epochs = int(requested.n_epochs)
+    elif task == "sequence_classification":
+        n_epochs = min_steps_epochs(n_examples, batch_size, auto_epochs(n_examples))
+    else:
+        n_epochs = auto_epochs(n_examples)
     multiplier = 1.0 if requested.learning_rate_multiplier == "auto" else float(requested.learning_rate_multiplier)
-    method_rate = BASE_LEARNING_RATES.get(tuning_type, OTHER_PEFT_LEARNING_RATE)
+    method_rate = base_learning_rate(task, tuning_type)
     base = training.learning_rate if training.learning_rate is not None else method_rate
     return {
         "n_epochs": n_epochs,
