@@ -49,6 +49,9 @@ def resolve_hyperparameters(
     - ``learning_rate`` (always derived): (``training.learning_rate`` if set, else the method's base
       rate: lora/qlora 2e-4, adapter 1e-3, full 2e-5, any other peft method 2e-4)
       x ``learning_rate_multiplier``.
+    - ``learning_rate_search`` (always derived): True when both ``learning_rate_multiplier`` is "auto"
+      and ``training.learning_rate`` is unset: training then searches around ``learning_rate`` first
+      (worker.engine.lr_search); an explicit value of either skips the search.
 
     ``n_examples`` is what trains: prepare passes the training file's size less the held-out split.
     ``task`` is accepted so that rules may differ per task; they do not at present. Whether a tuning
@@ -70,4 +73,5 @@ def resolve_hyperparameters(
         "batch_size": batch_size,
         "learning_rate_multiplier": multiplier,
         "learning_rate": base * multiplier,
+        "learning_rate_search": requested.learning_rate_multiplier == "auto" and training.learning_rate is None,
     }
