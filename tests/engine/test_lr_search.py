@@ -80,6 +80,7 @@ def test_hparams_key_follows_auto():
     assert key(training=Training(learning_rate=1e-3)) is False
 
 
+@pytest.mark.e2e  # the real MiniLM: ~40 optimizer steps on CPU
 def test_the_search_picks_the_rate_that_learns_and_the_main_run_uses_it(tmp_path, minilm):
     # 1e-7 moves nothing; 5e-3 learns the topics: the search must pick 5e-3 and train with it.
     plan = _plan(tmp_path, minilm, per_topic=20, n_epochs=4,
@@ -204,3 +205,24 @@ def test_a_stop_during_the_search_stops_training(tmp_path, tiny_bert):
     assert result.stopped and result.steps == 0 and result.search["stopped"]
     assert hooks.started is None and not plan.output_dir.exists()
     assert not (plan.checkpoints_dir / RECORD_FILE).exists()  # a resume (none: no checkpoint) searches again
+
+
+def test_the_model_card_says_what_was_tried_and_chosen():
+    from plugin import render_model_card
+    from plugin.modelcard import learning_rate_search_section, searched_hyperparameters
+
+    search = {"ran": True, "metric": "macro_f1", "slice_examples": 12, "candidates": [1e-4, 2e-4, 4e-4],
+              "trials": [{"learning_rate": 1e-4, "rung": 1, "steps": 4, "metric": 0.2, "loss": 1.1},
+                         {"learning_rate": 4e-4, "rung": 1, "steps": 4, "metric": 0.6, "loss": 0.9}],
+              "chosen": 4e-4, "hyperparameters": {"learning_rate": 4e-4, "learning_rate_multiplier": 2.0},
+              "trial_steps": 8, "planned_steps": 60, "seconds": 3.25}
+    assert learning_rate_search_section({"ran": False, "reason": "x"}) is None
+    hp = searched_hyperparameters({"n_epochs": 3, "learning_rate": 2e-4, "learning_rate_multiplier": 1.0}, search)
+    card = render_model_card(repo_id="me/model", base_model="org/base", base_model_revision=None,
+                             task="sequence_classification", tuning={"type": "lora"}, hyperparameters=hp,
+                             datasets=[], metrics={}, sections=[learning_rate_search_section(search)])
+    section = card.split("## Learning-rate search\n", 1)[1]
+    assert "12 held-back training examples" in section and "Chosen: 0.0004" in section
+    assert "8 trial steps for a run of 60, 3.25 s" in section
+    assert "| 0.0001 | 1 | 4 | 0.2 | 1.1 |" in section
+    assert "| learning_rate | 0.0004 |" in card  # the configuration shows the rate the run trained with
