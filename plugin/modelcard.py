@@ -252,3 +252,29 @@ def _cell(value) -> str:
 
 def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def learning_rate_search_section(search: Mapping | None) -> tuple[str, str] | None:
+    """("Learning-rate search", markdown) when the job's "auto" learning rate was searched (the job
+    result's "search" record, worker.engine.lr_search): what was tried, on what, what won, what it cost.
+    None when no search ran."""
+    if not isinstance(search, Mapping) or not search.get("ran"):
+        return None
+    metric = search.get("metric", "metric")
+    rows = [(t.get("learning_rate"), t.get("rung"), t.get("steps"), t.get("metric"), t.get("loss"))
+            for t in search.get("trials") or []]
+    intro = (f"The learning rate was \"auto\": {len(search.get('candidates') or [])} candidate rates trained a few "
+             f"steps each on the training set less {search.get('slice_examples')} held-back training examples "
+             f"(never the evaluation split), by successive halving on {metric}. Chosen: "
+             f"{_cell(search.get('chosen'))}, which the training configuration above shows. Cost: "
+             f"{search.get('trial_steps')} trial steps for a run of {search.get('planned_steps')}, "
+             f"{_cell(search.get('seconds'))} s.\n\n")
+    return "Learning-rate search", intro + _table(("Learning rate", "Rung", "Steps", metric, "Loss"), rows)
+
+
+def searched_hyperparameters(hyperparameters: Mapping, search: Mapping | None) -> dict:
+    """The job's hyperparameters with the rates the search chose (what the run trained with)."""
+    out = dict(hyperparameters)
+    if isinstance(search, Mapping) and search.get("ran") and isinstance(search.get("hyperparameters"), Mapping):
+        out.update(search["hyperparameters"])
+    return out

@@ -24,6 +24,7 @@ from hubtune.settings import Settings, get_settings
 from hubtune.spec import JobRequest
 from hubtune.step_events import SERIES_TYPES
 from plugin import Hub, parse_dataset_ref, read_card_metadata, render_model_card, split_model_ref
+from plugin.modelcard import learning_rate_search_section, searched_hyperparameters
 from plugin.errors import HubAuthError, HubError, RepoNotFound
 from worker.failures import job_error
 from worker.hub import owner_hub
@@ -187,7 +188,8 @@ def _write_card(hub: Hub, job: dict[str, Any], request: JobRequest, repo_id: str
     card = render_model_card(
         repo_id=repo_id, base_model=base_model, base_model_revision=job["model_revision"], task=request.task,
         tuning=_tuning_summary(request),
-        hyperparameters=job["hyperparameters"] or {}, datasets=_hub_datasets(job),
+        hyperparameters=searched_hyperparameters(job["hyperparameters"] or {}, result.get("search")),
+        datasets=_hub_datasets(job),
         metrics={} if evaluation else {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         evaluation=evaluation, library_name=library, tags=["hubtune", kind, request.task],
         license=_base_license(hub, base_model, job["model_revision"]),
@@ -244,6 +246,9 @@ def _sections(job: dict[str, Any], request: JobRequest) -> list[tuple[str, str]]
         lines = [f"- `{param}`: `{r['repo_id']}` file `{r['path']}` at commit `{r['commit']}`"
                  for param, r in job["dataset_revisions"].items()]
         sections.append(("Training data", "\n".join(lines) + "\n"))
+    search = learning_rate_search_section(job["result"].get("search"))
+    if search:
+        sections.append(search)
     sections.append(("Hardware and time", _hardware_text(job)))
     return sections
 

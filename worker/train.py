@@ -119,6 +119,8 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
         "world_size": result.data.get("world_size", 1),
         # Token positions the steps computed, padding included: beside trained_tokens, the padding cost.
         "fed_positions": result.data.get("fed_positions"),
+        # The learning-rate search ("auto" rate): what was tried and chosen, or why it did not run.
+        "search": result.search,
     }
 
     def finish() -> None:

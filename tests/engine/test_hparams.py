@@ -25,12 +25,14 @@ def test_auto_rules(n, epochs, batch):
     assert hp["batch_size"] == batch
     assert hp["learning_rate_multiplier"] == 1.0
     assert hp["learning_rate"] == pytest.approx(2e-4)
-    assert set(hp) == {"n_epochs", "batch_size", "learning_rate_multiplier", "learning_rate"}
+    assert set(hp) == {"n_epochs", "batch_size", "learning_rate_multiplier", "learning_rate", "learning_rate_search"}
+    assert hp["learning_rate_search"] is True
 
 
 def test_explicit_values_win():
     hp = resolve(40, Hyperparameters(n_epochs=7, batch_size=3, learning_rate_multiplier=0.5), task="causal_lm")
-    assert hp == {"n_epochs": 7, "batch_size": 3, "learning_rate_multiplier": 0.5, "learning_rate": pytest.approx(1e-4)}
+    assert hp == {"n_epochs": 7, "batch_size": 3, "learning_rate_multiplier": 0.5, "learning_rate": pytest.approx(1e-4),
+                  "learning_rate_search": False}
     # A classifier's explicit epochs are kept too, though they make fewer than 100 steps.
     hp = resolve(40, Hyperparameters(n_epochs=2, learning_rate_multiplier=0.5))
     assert hp["n_epochs"] == 2 and hp["learning_rate"] == pytest.approx(5e-4)

@@ -75,6 +75,9 @@ def resolve_hyperparameters(
     - ``learning_rate`` (always derived): (``training.learning_rate`` if set, else the base rate of
       the task and method: sequence_classification with lora/qlora 1e-3; otherwise lora/qlora 2e-4,
       adapter 1e-3, full 2e-5, any other peft method 2e-4) x ``learning_rate_multiplier``.
+    - ``learning_rate_search`` (always derived): True when both ``learning_rate_multiplier`` is "auto"
+      and ``training.learning_rate`` is unset: training then searches around ``learning_rate`` first
+      (worker.engine.lr_search); an explicit value of either skips the search.
 
     ``n_examples`` is what trains: prepare passes the training file's size less the held-out split.
     ``task`` selects the classification rules above. Whether a tuning
@@ -101,4 +104,5 @@ def resolve_hyperparameters(
         "batch_size": batch_size,
         "learning_rate_multiplier": multiplier,
         "learning_rate": base * multiplier,
+        "learning_rate_search": requested.learning_rate_multiplier == "auto" and training.learning_rate is None,
     }

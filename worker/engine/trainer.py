@@ -36,6 +36,7 @@ from worker.engine.evaluate import (
     split_for_evaluation,
     summary,
 )
+from worker.engine.lr_search import learning_rate_search
 from worker.engine.methods import get_method
 from worker.engine.packing import PackingCollator
 from worker.engine.sampling import (
@@ -68,6 +69,8 @@ class TrainPlan:
     checkpoint_on_stop: bool = True
     # Only for base-model repos that the server's HUBTUNE_TRUST_REMOTE_CODE_REPOS names.
     trust_remote_code: bool = False
+    # Overrides of the learning-rate search's factors, min_rung_steps, budget_fraction (tests, benches).
+    search_options: dict = field(default_factory=dict)
 
 
 class Hooks(Protocol):
@@ -107,6 +110,7 @@ class TrainResult:
     total_params: int
     data: dict = field(default_factory=dict)  # examples/tokens/skipped counts, split, world_size, ...
     evaluation: dict | None = None  # base vs tuned on the evaluation split (see worker.engine.evaluate)
+    search: dict | None = None  # the learning-rate search's record (worker.engine.lr_search)
 
 
 class NullHooks:
@@ -609,21 +613,29 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
                       "majority_baseline": majority})
 
     clock.mark("baseline_eval_s")
+    weights = None
+    if classification:
+        weights = class_weights(plan.training.class_weights, labels=labels, label_ids=_label_ids(train_ds))
+    collator = PackingCollator(max_length=max_len, pad_id=tokenizer.pad_token_id) if plan.training.packing else pad
+    # "auto" learning rate: a short search that sets plan.hyperparameters' rates, leaving the weights as they were.
+    search = learning_rate_search(plan, hooks, model=model, train_ds=train_ds, collator=collator, eval_collator=pad,
+                                  labels=labels, class_weights=weights, trainable=trainable)
+    clock.mark("lr_search_s")
+    if search.get("stopped"):
+        return TrainResult(stopped=True, steps=0, trained_tokens=0, metrics={"timings_s": dict(clock.phases)},
+                           reference={}, trainable_params=trainable, total_params=total, search=search)
+    set_seed(plan.seed)  # the main run draws what it would have drawn without the search
     state_box: dict[str, Any] = {"stopped": False}
     callback = _make_callback(hooks, plan, {"trainable": trainable, "total": total}, state_box)
     callbacks = [callback]
     if plan.training.early_stopping_patience and eval_ds is not None:
         callbacks.append(_early_stopping_callback(plan.training.early_stopping_patience, state_box))
-    weights = None
-    if classification:
-        weights = class_weights(plan.training.class_weights, labels=labels, label_ids=_label_ids(train_ds))
     trainer = _trainer_class()(
         model=model,
         args=_training_arguments(plan, has_eval=eval_ds is not None),
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=(PackingCollator(max_length=max_len, pad_id=tokenizer.pad_token_id)
-                       if plan.training.packing else pad),
+        data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=_accuracy if classification and eval_ds is not None else None,
         preprocess_logits_for_metrics=_argmax_logits if classification and eval_ds is not None else None,
@@ -702,6 +714,7 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
         total_params=total,
         data=data,
         evaluation=evaluation,
+        search=search,
     )
 
 
