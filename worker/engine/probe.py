@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
@@ -72,15 +73,37 @@ def pooled_embeddings(model, features: list[dict], *, collator, batch_size: int)
     return torch.cat(rows)
 
 
+@dataclass
+class LogisticModel:
+    """A fitted multinomial logistic regression on standardised features."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    weight: torch.Tensor  # (features, classes)
+    bias: torch.Tensor  # (classes,)
+    iterations: int
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.double() - self.mean) / self.std
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.standardise(x) @ self.weight + self.bias, dim=-1)
+
+
+def penalised_loss(z, y, w, b, *, weights: torch.Tensor, c: float = L2_C) -> torch.Tensor:
+    """scikit-learn's objective sum_i w_i * CE_i + ||W||^2 / (2C), divided by n for the optimizer."""
+    loss = torch.nn.functional.cross_entropy(z @ w + b, y, reduction="none")
+    return ((weights * loss).sum() + (w * w).sum() / (2 * c)) / len(y)
+
+
 def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
-                            weights: list[float] | None = None, c: float = L2_C):
-    """(predict_proba, info): multinomial logistic regression minimising, as scikit-learn does,
-    sum_i w_i * CE_i + ||W||^2 / (2C) (scaled by 1/n for the optimizer), on standardised ``x``."""
+                            weights: list[float] | None = None, c: float = L2_C) -> LogisticModel:
+    """Multinomial logistic regression on standardised ``x`` minimising ``penalised_loss`` (L-BFGS)."""
     x = x.double()
     mean, std = x.mean(0), x.std(0, unbiased=False).clamp(min=1e-8)
     z = (x - mean) / std
     n, d = z.shape
-    weight = torch.ones(n, dtype=torch.float64) if weights is None else torch.tensor(weights, dtype=torch.float64)[y]
+    per_example = torch.ones(n, dtype=torch.float64) if weights is None else torch.tensor(weights, dtype=torch.float64)[y]
     w = torch.zeros(d, n_classes, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=MAX_LBFGS_ITERATIONS, tolerance_grad=1e-7,
@@ -88,20 +111,14 @@ def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
 
     def objective():
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z @ w + b, y, reduction="none")
-        value = ((weight * loss).sum() + (w * w).sum() / (2 * c)) / n
+        value = penalised_loss(z, y, w, b, weights=per_example, c=c)
         value.backward()
         return value
 
     with torch.enable_grad():
-        final = float(optimizer.step(objective).detach())
-    steps = optimizer.state[w].get("n_iter", 0)
-    w, b = w.detach(), b.detach()
-
-    def predict_proba(x_new: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(((x_new.double() - mean) / std) @ w + b, dim=-1)
-
-    return predict_proba, {"objective": final, "iterations": int(steps)}
+        optimizer.step(objective)
+    steps = int(optimizer.state[w].get("n_iter", 0))
+    return LogisticModel(mean=mean, std=std, weight=w.detach(), bias=b.detach(), iterations=steps)
 
 
 def probe_weights(training, *, labels: list[str], label_ids: list[int]) -> list[float] | None:
@@ -123,10 +140,15 @@ def linear_probe(model, *, train_features: list[dict], eval_features: list[dict]
     x_eval = pooled_embeddings(model, eval_features, collator=collator, batch_size=batch_size)
     y_train = torch.tensor([train_ids[i] for i in chosen])
     weights = probe_weights(training, labels=labels, label_ids=y_train.tolist())
-    predict_proba, info = fit_logistic_regression(x_train, y_train, n_classes=len(labels), weights=weights)
-    probs = predict_proba(x_eval)
-    targets = [int(f["labels"]) for f in eval_features]
+    fitted = fit_logistic_regression(x_train, y_train, n_classes=len(labels), weights=weights)
+    metrics = probe_metrics(fitted, x_eval, [int(f["labels"]) for f in eval_features], labels=labels)
+    return metrics, {"examples": len(chosen), "iterations": fitted.iterations}
+
+
+def probe_metrics(fitted: LogisticModel, x_eval: torch.Tensor, targets: list[int], *, labels: list[str]) -> dict:
+    """classification_metrics of the probe's predictions, and valid_loss: the plain cross-entropy."""
+    probs = fitted.predict_proba(x_eval)
     metrics = classification_metrics(predictions=probs.argmax(-1).tolist(), targets=targets, labels=labels)
     picked = probs[torch.arange(len(targets)), torch.tensor(targets)]
     metrics["valid_loss"] = float(-picked.clamp(min=1e-300).log().mean())
-    return metrics, {"examples": len(chosen), "iterations": info["iterations"]}
+    return metrics
