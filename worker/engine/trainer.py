@@ -87,7 +87,8 @@ class Hooks(Protocol):
       ``train_loss``/``valid_loss``/``valid_accuracy``.
     - ``should_stop``: polled after every optimizer step; True ends training after that step.
     - ``on_evaluation`` (optional; hooks without it are not told): ``stage="baseline"`` before the
-      first step with ``data={split, primary_metric, base, majority_baseline}``, and ``stage="final"``
+      first step with ``data={split, primary_metric, base, base_kind, majority_baseline, probe}``
+      (``probe``: the linear probe's {examples, iterations}, classification only), and ``stage="final"``
       after training with the evaluation record (worker.engine.evaluate); ``message`` is a sentence.
     """
 
