@@ -151,7 +151,8 @@ def breakdown(db_url: str, job_id: str) -> dict:
         # claim, hub snapshot, and the engine: data, tokenizer, model, LoRA, datasets, trainer set-up
         "model_load_s": round((handed - started) - engine_total + timings.get("load_s", 0)
                               + timings.get("tokenize_s", 0) + timings.get("trainer_setup_s", 0), 3),
-        "evaluation_s": round(timings.get("baseline_eval_s", 0) + timings.get("train_eval_s", 0)
+        "evaluation_s": round(timings.get("baseline_eval_s", 0) + timings.get("probe_s", 0)
+                              + timings.get("samples_s", 0) + timings.get("train_eval_s", 0)
                               + timings.get("final_eval_s", 0) + timings.get("probes_s", 0), 3),
         "save_s": timings.get("save_s", 0.0),
         "publish_s": round(finished - handed, 3),

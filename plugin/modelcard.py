@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import re
 from collections.abc import Iterable, Mapping
 
 import yaml
@@ -78,6 +79,8 @@ def render_model_card(
     ]
     if metrics:
         body += ["## Evaluation\n", _evaluation_intro(evaluation), _metrics_table(metrics)]
+    if evaluation and evaluation.get("samples"):
+        body += ["## Sample completions\n", _samples_section(evaluation["samples"])]
     if loss_curve:
         body += ["## Loss curve\n", f"![Training and validation loss]({loss_curve})\n"]
     for title, text in sections:
@@ -103,14 +106,20 @@ def read_card_metadata(folder) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-# Evaluation columns in the order a reader compares them, and their names in the card.
+# Evaluation columns in the order a reader compares them, and their names in the card. The "base"
+# column is named by the record's base_kind (worker/engine/evaluate.py): a classifier's is a linear probe.
 EVALUATION_COLUMNS = (("majority_baseline", "majority-class baseline"), ("base", "base model"),
                       ("tuned", "fine-tuned"))
+BASE_TITLES = {"linear_probe": "linear probe (base model embeddings)", "base_model": "base model"}
+LINEAR_PROBE_TEXT = ("The linear probe is a logistic regression fitted on the training split over the frozen base "
+                     "model's mean-pooled embeddings: what the base model gives without any fine-tuning.")
 
 
 def _evaluation_columns(evaluation: Mapping) -> dict[str, dict]:
     columns = {}
     for key, title in EVALUATION_COLUMNS:
+        if key == "base":
+            title = BASE_TITLES.get(evaluation.get("base_kind"), title)
         values = evaluation.get(key)
         if isinstance(values, Mapping):
             numbers_only = {k: v for k, v in values.items() if _is_number(v)}
@@ -128,6 +137,8 @@ def _evaluation_intro(evaluation: Mapping | None) -> str:
         parts.append(f"Primary metric: `{evaluation['primary_metric']}`.")
     if isinstance(split, Mapping) and split:
         parts.append("Evaluation split: " + ", ".join(f"{k} {_cell(v)}" for k, v in split.items()) + ".")
+    if evaluation.get("base_kind") == "linear_probe":
+        parts.append(LINEAR_PROBE_TEXT)
     if "beat_baseline" in evaluation:
         parts.append("The fine-tuned model " + ("beats" if evaluation["beat_baseline"] else "does not beat")
                      + " the baseline.")
@@ -147,6 +158,28 @@ def _evaluation_index(repo_id: str, task_type: str, datasets: list[str], evaluat
             continue
         metrics += [{"type": name, "value": float(value), "name": f"{name} ({title})"} for name, value in values.items()]
     return index
+
+
+SAMPLE_PARTS = (("prompt", "Prompt"), ("reference", "Reference"), ("base", "Base model"), ("tuned", "Fine-tuned"))
+
+
+def _samples_section(samples) -> str:
+    """Greedy completions of the base and the fine-tuned model on evaluation prompts, each text in a
+    fenced block whose fence is longer than any backtick run inside it, so no text can break out."""
+    out = ["Greedy completions on prompts from the evaluation split, before and after fine-tuning.\n"]
+    for number, sample in enumerate(samples, 1):
+        if not isinstance(sample, Mapping):
+            continue
+        out.append(f"### Sample {number}\n")
+        for key, title in SAMPLE_PARTS:
+            out.append(f"**{title}**\n\n{_fenced(str(sample.get(key, '')))}")
+    return "\n".join(out)
+
+
+def _fenced(text: str) -> str:
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}\n"
 
 
 def _hub_id(base_model: str) -> tuple[str, str | None]:

@@ -181,6 +181,7 @@ def _summary(job: dict[str, Any], *, out=sys.stdout) -> None:
 
 # The training engine's phases (worker.engine.trainer), in run order; train_eval_s is part of train_s.
 PHASES = {"load_s": "load", "tokenize_s": "tokenize", "baseline_eval_s": "baseline evaluation",
+          "probe_s": "baseline (linear probe)", "samples_s": "sample completions",
           "trainer_setup_s": "trainer setup", "train_s": "train", "train_eval_s": "  of which evaluation",
           "final_eval_s": "final evaluation", "probes_s": "probes", "save_s": "save"}
 

@@ -101,7 +101,10 @@ def _failed_publish_job(env) -> str:
     evaluation = {"split": {"source": "validation_file", "examples": 16, "fraction": None},
                   "primary_metric": "macro_f1", "base": {"accuracy": 0.5, "macro_f1": 0.33, "valid_loss": 0.71},
                   "tuned": {"accuracy": 0.94, "macro_f1": 0.94, "valid_loss": 0.21},
-                  "majority_baseline": {"accuracy": 0.5, "macro_f1": 0.33}, "beat_baseline": True, "goal": None}
+                  "majority_baseline": {"accuracy": 0.5, "macro_f1": 0.33}, "beat_baseline": True, "goal": None,
+                  # A record without base_kind (written before it existed) and causal-style samples with markup.
+                  "samples": [{"prompt": "colour red means", "reference": " red red",
+                               "base": "<b>bold</b><script>window.pwned = 1</script>", "tuned": " red red"}]}
     with Session(engine_for(env["db_url"])) as s:
         s.add(Job(id=job_id, owner="alice", status="failed", model="tiny/bert", training_file="file-x", seed=3,
                   spec={"task": "sequence_classification", "tuning": {"type": "lora", "r": 8}},
@@ -126,6 +129,11 @@ def _failed_publish_detail(env) -> None:
         page.wait_for_selector("#evaluation-table")
         table = page.inner_text("#evaluation-table")
         assert "macro_f1 (primary)" in table and "0.9400" in table and "0.3300" in table
+        assert "base model" in table.lower() and "linear probe" not in table.lower()  # headers are upper-cased
+        samples = page.inner_text("#samples-table")  # shown as text, never as markup
+        assert "colour red means" in samples and "<b>bold</b><script>window.pwned = 1</script>" in samples
+        assert page.locator("#samples-table b, #samples-table script").count() == 0
+        assert page.evaluate("window.pwned") is None
         assert "hub_auth_error" in page.inner_text("#job-error")
         # Retry publish is offered; with no artifact kept the server says why, and the page shows it.
         page.click('#actions button[data-action="publish"]')
@@ -153,7 +161,7 @@ def _finished_job(env) -> str:
                   "majority_baseline": {"accuracy": 0.25, "macro_f1": 0.1,
                                         "recall_per_class": {"account": 1.0, "billing": 0.0, "bug": 0.0,
                                                              "shipping": 0.0}},
-                  "beat_baseline": True, "goal": None}
+                  "base_kind": "linear_probe", "beat_baseline": True, "goal": None, "samples": []}
     metrics = {"train_loss": 0.2034, "train_loss_mean": 0.6611, "valid_loss": 0.1523, "valid_accuracy": 0.975,
                "train_runtime_s": 41.217, "train_phase_s": 30.1,
                "timings_s": {"load_s": 3.2, "tokenize_s": 0.4, "baseline_eval_s": 1.1, "train_s": 33.0,
@@ -221,6 +229,8 @@ def _finished_job_page(env) -> None:
         assert "0.2034" in page.inner_text("#result")
         evaluation = page.inner_text("#evaluation-table")
         assert "billing" in evaluation and "{" not in evaluation, evaluation
+        assert "linear probe (base model embeddings)" in evaluation.lower(), evaluation
+        assert "logistic regression" in page.inner_text("#evaluation") and page.locator("#samples-table").count() == 0
 
         # One logged step: the axes are finite numbers around the point, which sits inside the plot.
         labels = [t for t in page.locator("#loss-chart text").all_text_contents() if t not in ("step",)]

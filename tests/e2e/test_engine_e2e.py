@@ -15,7 +15,8 @@ from tests.support.stack import Stack, all_events, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 
-EVALUATION_KEYS = {"split", "primary_metric", "base", "tuned", "majority_baseline", "beat_baseline", "goal"}
+EVALUATION_KEYS = {"split", "primary_metric", "base", "tuned", "base_kind", "majority_baseline", "beat_baseline",
+                   "goal", "samples"}
 
 
 def _embedded_env(root) -> dict[str, str]:
@@ -72,7 +73,7 @@ def test_csv_class_weights_goal_and_two_processes(tmp_path):
     print("e2e evaluation:", evaluation)
     assert set(evaluation) == EVALUATION_KEYS
     assert evaluation["split"] == {"source": "held_out", "examples": 16, "fraction": 0.25}
-    assert evaluation["primary_metric"] == "macro_f1"
+    assert evaluation["primary_metric"] == "macro_f1" and evaluation["base_kind"] == "linear_probe"
     assert evaluation["tuned"]["macro_f1"] > evaluation["majority_baseline"]["macro_f1"]
     assert evaluation["goal"]["metric"] == "macro_f1" and isinstance(evaluation["goal"]["met"], bool)
     assert job["result"]["world_size"] == 2

@@ -15,7 +15,8 @@ from worker.engine.evaluate import split_for_evaluation, split_record
 from worker.engine.sampling import OptionError, check_training_options
 from worker.engine.trainer import TRAINING_INFO_FILE, TrainPlan, train
 
-EVALUATION_KEYS = {"split", "primary_metric", "base", "tuned", "majority_baseline", "beat_baseline", "goal"}
+EVALUATION_KEYS = {"split", "primary_metric", "base", "tuned", "base_kind", "majority_baseline", "beat_baseline",
+                   "goal", "samples"}
 
 
 def plan_for(tmp, model_dir, train_file, *, task, training, n_epochs=6, batch_size=8, valid_file=None):
@@ -74,14 +75,15 @@ def test_classification_base_tuned_majority_and_goal(classification_run):
     print("classification evaluation:", json.dumps(ev))
     assert set(ev) == EVALUATION_KEYS
     assert ev["split"] == {"source": "held_out", "examples": 16, "fraction": 0.25}
-    assert ev["primary_metric"] == "macro_f1"
+    assert ev["primary_metric"] == "macro_f1" and ev["base_kind"] == "linear_probe" and ev["samples"] == []
     for side in ("base", "tuned"):
         assert set(ev[side]) == {"accuracy", "macro_f1", "recall_per_class", "valid_loss"}
         assert set(ev[side]["recall_per_class"]) == {"negative", "positive"}
     assert ev["majority_baseline"]["accuracy"] == 0.5 and ev["majority_baseline"]["macro_f1"] == pytest.approx(1 / 3)
-    assert ev["tuned"]["macro_f1"] > max(ev["base"]["macro_f1"], ev["majority_baseline"]["macro_f1"])
-    assert ev["tuned"]["valid_loss"] < ev["base"]["valid_loss"]
-    assert ev["beat_baseline"] is True
+    assert ev["tuned"]["macro_f1"] > ev["majority_baseline"]["macro_f1"]
+    # The base is a linear probe now, a real bar: on this keyword task the tiny model's frozen embeddings
+    # separate the classes as well as the fine-tune does (0.81 both), so beating it is not guaranteed.
+    assert ev["beat_baseline"] is (ev["tuned"]["macro_f1"] > ev["base"]["macro_f1"])
     assert ev["goal"] == {"metric": "macro_f1", "min": 0.6, "max": None, "value": ev["tuned"]["macro_f1"],
                           "met": ev["tuned"]["macro_f1"] >= 0.6}
     # 48 examples train (6 steps an epoch); the 16 held out are evaluated during training too.
@@ -96,7 +98,9 @@ def test_baseline_reported_before_training_and_evaluation_after(classification_r
     _, hooks, result = classification_run
     assert hooks.calls[:2] == ["on_evaluation", "on_start"] and hooks.calls[-1] == "on_evaluation"
     baseline, final = hooks.reports
-    assert baseline["stage"] == "baseline" and baseline["message"].startswith("Baseline on 16 held out examples")
+    assert baseline["stage"] == "baseline" and baseline["message"].startswith(
+        "Baseline on 16 held out examples: linear probe on the base model's embeddings: macro_f1 ")
+    assert baseline["data"]["base_kind"] == "linear_probe" and baseline["data"]["probe"]["examples"] == 48
     assert baseline["data"]["base"] == result.evaluation["base"]
     assert baseline["data"]["split"]["lines"] and len(baseline["data"]["split"]["lines"]) == 16
     assert final["stage"] == "final" and final["data"] == result.evaluation
@@ -115,6 +119,7 @@ def test_causal_lm_evaluation_uses_valid_loss_and_perplexity(tmp_path, tiny_llam
     print("causal_lm evaluation:", json.dumps(ev))
     assert ev["split"] == {"source": "validation_file", "examples": 8, "fraction": None}
     assert ev["primary_metric"] == "valid_loss" and ev["majority_baseline"] is None
+    assert ev["base_kind"] == "base_model"
     for side in ("base", "tuned"):
         assert set(ev[side]) == {"valid_loss", "perplexity"}
         assert ev[side]["perplexity"] == pytest.approx(math.exp(ev[side]["valid_loss"]))

@@ -182,3 +182,41 @@ def test_readme_use_your_model_shows_the_cards_snippets():
         usage_snippet(repo_id="acme/tickets-lora", task="sequence_classification", **common),
         usage_snippet(repo_id="acme/support-chat-lora", task="causal_lm", data_format="chat", **common),
     ]
+
+
+def evaluation(**overrides) -> dict:
+    ev = {"split": {"source": "held_out", "examples": 40, "fraction": 0.1}, "primary_metric": "macro_f1",
+          "base": {"macro_f1": 0.71, "accuracy": 0.72}, "tuned": {"macro_f1": 0.9, "accuracy": 0.91},
+          "base_kind": "linear_probe", "majority_baseline": {"macro_f1": 0.17, "accuracy": 0.33},
+          "beat_baseline": True, "goal": None, "samples": []}
+    ev.update(overrides)
+    return ev
+
+
+def test_classifier_baseline_is_labelled_as_a_linear_probe_and_explained():
+    text = card(metrics={}, evaluation=evaluation())
+    assert "| Metric | majority-class baseline | linear probe (base model embeddings) | fine-tuned |" in text
+    assert "logistic regression fitted on the training split" in text
+    assert "Sample completions" not in text
+    names = {m["name"]: m["value"] for m in front_matter(text)["model-index"][0]["results"][0]["metrics"]}
+    assert names["macro_f1 (linear probe (base model embeddings))"] == 0.71 and names["macro_f1"] == 0.9
+    old = card(metrics={}, evaluation=evaluation(base_kind="base_model"))  # a causal LM's base is the model itself
+    assert "| majority-class baseline | base model | fine-tuned |" in old and "linear probe" not in old
+
+
+def test_sample_completions_are_fenced_so_markdown_cannot_break():
+    nasty = "```\n# Not a heading\n</code><script>alert(1)</script> | cell"
+    samples = [{"prompt": "Q: colour red?", "reference": " red red", "base": nasty, "tuned": "red ````x"}]
+    text = card(task="causal_lm", metrics={}, evaluation=evaluation(
+        primary_metric="valid_loss", base={"valid_loss": 2.5}, tuned={"valid_loss": 1.1}, base_kind="base_model",
+        majority_baseline=None, samples=samples))
+    section = text.split("## Sample completions\n", 1)[1]
+    assert "### Sample 1" in section and "**Base model**" in section and "**Fine-tuned**" in section
+    assert f"````text\n{nasty}\n````\n" in section  # a fence longer than the text's own backticks
+    assert "`````text\nred ````x\n`````\n" in section
+    assert "```text\n Q: colour red?\n```" not in section and "```text\nQ: colour red?\n```" in section
+    import markdown_it  # the Hub's renderer is CommonMark: the text must stay inside its code block
+
+    html = markdown_it.MarkdownIt().render(section)
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<h1>Not a heading" not in html
+    ModelCard(text)  # still parses

@@ -12,13 +12,23 @@ The evaluation record (``job.result["evaluation"]``; keys are stable, the model 
                "fraction": float | None},
      "primary_metric": "macro_f1" | "valid_loss",
      "base": {metric: value}, "tuned": {metric: value},
+     "base_kind": "linear_probe" | "base_model",
      "majority_baseline": {metric: value} | None,
      "beat_baseline": bool,
-     "goal": {"metric", "min", "max", "value", "met"} | None}
+     "goal": {"metric", "min", "max", "value", "met"} | None,
+     "samples": [{"prompt", "reference", "base", "tuned"}]}
 
 Classification metrics: accuracy, macro_f1, recall_per_class ({label: recall}), valid_loss (plain
 cross-entropy, whatever the class weights). causal_lm: valid_loss (mean over trained tokens) and
-perplexity = exp(valid_loss). ``base`` is the freshly built model before any optimizer step.
+perplexity = exp(valid_loss).
+
+``base`` is what fine-tuning must beat, named by ``base_kind``: for classification a linear probe on
+the frozen base model's embeddings, fitted on the training split (worker.engine.probe; a fresh
+random head would measure its seed, not the base model); for causal_lm the base model itself before
+any optimizer step (a LoRA starts at zero). ``beat_baseline``: the tuned model is better than
+``base`` and (classification) than the majority class on the primary metric. ``samples``
+(causal_lm; [] otherwise): greedy completions of the base and the tuned model on a few evaluation
+prompts (worker.engine.completions).
 """
 
 from __future__ import annotations
@@ -35,6 +45,9 @@ from worker.engine.metrics import classification_metrics, majority_label
 from worker.engine.sampling import OptionError
 
 PRIMARY_METRIC = {SEQUENCE_CLASSIFICATION: "macro_f1", CAUSAL_LM: "valid_loss"}
+# What the "base" column holds for each task (see the module docstring).
+BASE_KIND = {SEQUENCE_CLASSIFICATION: "linear_probe", CAUSAL_LM: "base_model"}
+BASELINE_NAMES = {"linear_probe": "linear probe on the base model's embeddings", "base_model": "base model"}
 GOAL_METRICS = {
     SEQUENCE_CLASSIFICATION: ("accuracy", "macro_f1", "valid_loss"),
     CAUSAL_LM: ("valid_loss", "perplexity"),
@@ -151,7 +164,8 @@ def goal_result(goal, tuned: dict) -> dict | None:
     return {"metric": goal.metric, "min": goal.min, "max": goal.max, "value": value, "met": bool(met)}
 
 
-def evaluation_record(*, task: str, split: dict, base: dict, tuned: dict, majority: dict | None, goal) -> dict:
+def evaluation_record(*, task: str, split: dict, base: dict, tuned: dict, majority: dict | None, goal,
+                      samples: list[dict] | None = None) -> dict:
     primary = PRIMARY_METRIC[task]
     beat = _better(primary, tuned[primary], base[primary])
     if majority is not None:
@@ -161,9 +175,11 @@ def evaluation_record(*, task: str, split: dict, base: dict, tuned: dict, majori
         "primary_metric": primary,
         "base": base,
         "tuned": tuned,
+        "base_kind": BASE_KIND[task],
         "majority_baseline": majority,
         "beat_baseline": bool(beat),
         "goal": goal_result(goal, tuned),
+        "samples": list(samples or []),
     }
 
 

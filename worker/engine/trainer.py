@@ -26,8 +26,11 @@ from worker.engine.data import (
     check_validation,
     load_examples,
 )
+from worker.engine.completions import SampleRun
 from worker.engine.datasets import PadCollator, build_dataset, encode_causal_text, probe_input
 from worker.engine.evaluate import (
+    BASE_KIND,
+    BASELINE_NAMES,
     PRIMARY_METRIC,
     compact_split,
     evaluate_model,
@@ -39,6 +42,7 @@ from worker.engine.evaluate import (
 from worker.engine.lr_search import learning_rate_search
 from worker.engine.methods import get_method
 from worker.engine.packing import PackingCollator
+from worker.engine.probe import linear_probe
 from worker.engine.sampling import (
     WeightedClassSampler,
     check_training_options,
@@ -86,7 +90,8 @@ class Hooks(Protocol):
       ``train_loss``/``valid_loss``/``valid_accuracy``.
     - ``should_stop``: polled after every optimizer step; True ends training after that step.
     - ``on_evaluation`` (optional; hooks without it are not told): ``stage="baseline"`` before the
-      first step with ``data={split, primary_metric, base, majority_baseline}``, and ``stage="final"``
+      first step with ``data={split, primary_metric, base, base_kind, majority_baseline, probe}``
+      (``probe``: the linear probe's {examples, iterations}, classification only), and ``stage="final"``
       after training with the evaluation record (worker.engine.evaluate); ``message`` is a sentence.
     """
 
@@ -599,20 +604,29 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     pad = PadCollator(tokenizer.pad_token_id)
     batch_size = plan.hyperparameters["batch_size"]
     base = majority = None
+    samples = SampleRun()
     if eval_ds is not None:
-        # The base: the freshly built model before any step (a LoRA starts at zero, a new head at random).
-        base = evaluate_model(model, eval_ds, collator=pad, task=plan.task, labels=labels, batch_size=batch_size)
         if classification:
+            # A linear probe on the frozen base model's embeddings (a fresh random head scores its seed).
+            base, probe = linear_probe(model, train_features=train_ds.features, eval_features=eval_ds.features,
+                                       labels=labels, training=plan.training, collator=pad,
+                                       batch_size=batch_size, seed=plan.seed)
             majority = majority_baseline(train_label_ids=_label_ids(train_ds), eval_label_ids=_label_ids(eval_ds),
                                          labels=labels)
-        text = f"Baseline on {len(eval_ds)} {split['source'].replace('_', ' ')} examples: base model {summary(base)}"
+        else:
+            base, probe = evaluate_model(model, eval_ds, collator=pad, task=plan.task, labels=labels,
+                                         batch_size=batch_size), None
+        text = (f"Baseline on {len(eval_ds)} {split['source'].replace('_', ' ')} examples: "
+                f"{BASELINE_NAMES[BASE_KIND[plan.task]]}: {summary(base)}")
         if majority is not None:
             text += f"; majority class: {summary(majority)}"
         _report(hooks, stage="baseline", message=text,
                 data={"split": compact_split(split), "primary_metric": PRIMARY_METRIC[plan.task], "base": base,
-                      "majority_baseline": majority})
-
-    clock.mark("baseline_eval_s")
+                      "base_kind": BASE_KIND[plan.task], "majority_baseline": majority, "probe": probe})
+    clock.mark("probe_s" if classification else "baseline_eval_s")
+    if eval_ds is not None and not classification:
+        samples.before(model, tokenizer, eval_examples, max_length=max_len)  # every method: before any step
+        clock.mark("samples_s")
     weights = None
     if classification:
         weights = class_weights(plan.training.class_weights, labels=labels, label_ids=_label_ids(train_ds))
@@ -690,8 +704,12 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
         if base is not None:
             tuned = evaluate_model(trainer.model, eval_ds, collator=pad, task=plan.task, labels=labels,
                                    batch_size=batch_size)
+            clock.mark("final_eval_s")
+            tuned_samples = samples.after(trainer.model)
+            if tuned_samples:
+                clock.mark("samples_s")
             evaluation = evaluation_record(task=plan.task, split=split, base=base, tuned=tuned, majority=majority,
-                                           goal=plan.training.goal)
+                                           goal=plan.training.goal, samples=tuned_samples)
             _report(hooks, stage="final", message=_evaluation_message(evaluation), data=evaluation)
         clock.mark("final_eval_s")
         source = valid_examples if valid_examples is not None else train_examples
@@ -726,15 +744,17 @@ class _PhaseClock:
         self.phases: dict[str, float] = {}
 
     def mark(self, name: str) -> None:
+        """Add the seconds since the last mark to phase ``name`` (a phase may be marked more than once)."""
         t = time.monotonic()
-        self.phases[name] = round(t - self.last, 4)
+        self.phases[name] = round(self.phases.get(name, 0.0) + t - self.last, 4)
         self.last = t
 
 
 def _evaluation_message(evaluation: dict) -> str:
     primary = evaluation["primary_metric"]
     base, tuned = evaluation["base"][primary], evaluation["tuned"][primary]
-    text = f"Evaluation: {primary} {tuned:.4g} after fine-tuning, {base:.4g} for the base model"
+    name = BASELINE_NAMES[evaluation["base_kind"]]
+    text = f"Evaluation: {primary} {tuned:.4g} after fine-tuning, {base:.4g} for the {name}"
     if evaluation["majority_baseline"] is not None:
         text += f", {evaluation['majority_baseline'][primary]:.4g} for the majority class"
     text += "; beat the baseline" if evaluation["beat_baseline"] else "; did not beat the baseline"

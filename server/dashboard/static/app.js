@@ -388,8 +388,19 @@ function memoryCard(job, events) {
   return h("div", { class: "card", id: "memory" }, h("h2", { text: "Memory: estimate vs measured peak" }), body, parts && Object.keys(parts).length ? kv(parts) : null);
 }
 
+// The "base" column's name by the record's base_kind: a classifier's baseline is a linear probe.
+const BASE_TITLES = { linear_probe: "linear probe (base model embeddings)", base_model: "base model" };
+
+function samplesTable(samples) {
+  // Greedy completions of the base and the tuned model on evaluation prompts; text nodes only (h's text).
+  const cols = [["prompt", "prompt"], ["reference", "reference"], ["base", "base model"], ["tuned", "fine-tuned"]];
+  return h("div", { class: "table-wrap" }, h("h3", { text: "Sample completions" }),
+    h("table", { id: "samples-table", class: "samples" }, h("thead", {}, h("tr", {}, cols.map(([, title]) => h("th", { text: title })))),
+      h("tbody", {}, samples.map((s) => h("tr", {}, cols.map(([key]) => h("td", { text: String((s && s[key]) ?? "") })))))));
+}
+
 function evaluationCard(job) {
-  // job.result.evaluation (worker/engine/evaluate.py): {split, primary_metric, base, tuned, majority_baseline, beat_baseline, goal}
+  // job.result.evaluation (worker/engine/evaluate.py): {split, primary_metric, base, tuned, base_kind, majority_baseline, beat_baseline, goal, samples}
   const ev = job.result && job.result.evaluation;
   const card = h("div", { class: "card", id: "evaluation" }, h("h2", { text: "Baseline vs fine-tuned" }));
   if (!ev) {
@@ -397,13 +408,14 @@ function evaluationCard(job) {
     return card;
   }
   const base = ev.base || ev.baseline, tuned = ev.tuned || ev.fine_tuned, majority = ev.majority_baseline;
+  if (ev.base_kind === "linear_probe") card.append(h("p", { class: "notice", text: "Baseline: logistic regression on the frozen base model's embeddings, fitted on the training split." }));
   if (base && tuned && typeof base === "object" && typeof tuned === "object") {
     // Nested metrics (recall_per_class: {label: value}) become a row per label.
     const flat = (o) => Object.fromEntries(flatten(o || {}).map(([k, v]) => [k.replace(/^recall_per_class\./, "recall: "), v]));
     const [b, t, m] = [flat(base), flat(tuned), majority ? flat(majority) : null];
     const names = [...new Set([...Object.keys(b), ...Object.keys(t)])];
     const fmt = (v) => (typeof v === "number" ? v.toFixed(4) : v === undefined || v === null ? "" : fmtValue(v));
-    const cols = ["metric", "base model", "fine-tuned", ...(m ? ["majority class"] : [])];
+    const cols = ["metric", BASE_TITLES[ev.base_kind] || "base model", "fine-tuned", ...(m ? ["majority class"] : [])];
     card.append(h("div", { class: "table-wrap" }, h("table", { id: "evaluation-table" }, h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", { class: i ? "num" : "", text: c })))),
       h("tbody", {}, names.map((n) => h("tr", {}, h("td", { text: n === ev.primary_metric ? `${n} (primary)` : n }),
         h("td", { class: "num", text: fmt(b[n]) }), h("td", { class: "num", text: fmt(t[n]) }),
@@ -413,6 +425,7 @@ function evaluationCard(job) {
     if (ev.beat_baseline !== undefined) rest["beat baseline"] = ev.beat_baseline ? "yes" : "no";
     if (ev.goal) rest.goal = ev.goal;
     card.append(kv(rest));
+    if (Array.isArray(ev.samples) && ev.samples.length) card.append(samplesTable(ev.samples));
   } else card.append(kv(ev));
   return card;
 }
