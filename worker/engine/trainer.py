@@ -36,6 +36,7 @@ from worker.engine.evaluate import (
     split_for_evaluation,
     summary,
 )
+from worker.engine.verdict import reliability_note
 from worker.engine.methods import get_method
 from worker.engine.packing import PackingCollator
 from worker.engine.sampling import (
@@ -680,7 +681,8 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
                                    batch_size=batch_size)
             evaluation = evaluation_record(task=plan.task, split=split, base=base, tuned=tuned, majority=majority,
                                            goal=plan.training.goal)
-            _report(hooks, stage="final", message=_evaluation_message(evaluation), data=evaluation)
+            _report(hooks, stage="final", message=_evaluation_message(evaluation) + reliability_note(evaluation),
+                    data=evaluation)
         clock.mark("final_eval_s")
         source = valid_examples if valid_examples is not None else train_examples
         inputs = [probe_input(row, fmt=source.format, tokenizer=tokenizer) for row in source.rows[:N_PROBES]]
