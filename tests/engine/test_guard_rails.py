@@ -232,3 +232,42 @@ def test_a_model_below_its_baselines_succeeds_flagged_and_one_that_learns_is_not
     assert not [e for e in events_of(env, learns) if "does not beat" in e.message]
     card = (hub.snapshot(clean["model"].split("@")[0], revision=clean["model"].split("@")[1]) / "README.md").read_text()
     assert "**Warning:**" not in card
+
+
+# --- the verdict's words, without training ----------------------------------------------------------
+
+
+def evaluation_record_for(*, tuned_f1: float, examples: int = 20, reliable: bool = True) -> dict:
+    split = {"source": "held_out", "examples": examples, "fraction": 0.1, "reliable": reliable,
+             "unreliable_reason": None if reliable else f"only {examples} held-out examples (2 per label); at "
+                                                         "least 20 and 5 per label are needed for a stable macro_f1"}
+    return {"split": split, "primary_metric": "macro_f1", "base": {"macro_f1": 0.46}, "tuned": {"macro_f1": tuned_f1},
+            "majority_baseline": {"macro_f1": 0.46}, "beat_baseline": tuned_f1 > 0.46, "goal": None}
+
+
+def test_the_flag_and_the_cards_first_lines_follow_the_evaluation():
+    from plugin.modelcard import render_model_card
+    from worker.engine.verdict import quality_warnings
+
+    def card_head(evaluation) -> list[str]:
+        card = render_model_card(repo_id="acme/out", base_model="acme/minilm", base_model_revision=None,
+                                 task="sequence_classification", tuning={"type": "lora"}, hyperparameters={},
+                                 datasets=[], metrics={}, evaluation=evaluation)
+        return [line for line in card.split("\n---\n", 1)[1].splitlines() if line][:3]
+
+    below = evaluation_record_for(tuned_f1=0.46)
+    [flag] = quality_warnings(below)
+    assert flag == {"code": "below_baseline", "message": (
+        "The fine-tuned model does not beat its baselines on the held-out split: macro_f1 0.46 vs 0.46 for the "
+        "majority class and 0.46 for the base model; try more epochs or a higher learning rate, or check that "
+        "the labels fit the text.")}
+    assert card_head(below)[1].startswith("> **Warning:** the fine-tuned model does not beat its baselines")
+    good = evaluation_record_for(tuned_f1=0.9)
+    assert quality_warnings(good) == [] and not card_head(good)[1].startswith(">")
+    # A tiny split: the verdict says what it rests on, and the card says the evaluation is unreliable.
+    tiny = evaluation_record_for(tuned_f1=1.0, examples=6, reliable=False)
+    assert [w["code"] for w in quality_warnings(tiny)] == ["unreliable_evaluation"]
+    assert card_head(tiny)[1].startswith("> **Warning:** the evaluation is unreliable: only 6 held-out examples")
+    tiny_below = evaluation_record_for(tuned_f1=0.3, examples=6, reliable=False)
+    assert quality_warnings(tiny_below)[0]["message"].endswith("(this rests on only 6 examples).")
+    assert "(measured on only 6 examples)" in card_head(tiny_below)[1]
