@@ -71,6 +71,7 @@ def render_model_card(
     )
     body = [
         f"# {repo_id.split('/')[-1]}\n",
+        *warning_lines(evaluation),
         _intro(repo_id, base_model, base_model_revision, task, tuning),
         "## How to use\n",
         f"```python\n{snippet.strip()}\n```\n",
@@ -126,6 +127,23 @@ def _evaluation_columns(evaluation: Mapping) -> dict[str, dict]:
             if numbers_only:
                 columns[title] = numbers_only
     return columns
+
+
+def warning_lines(evaluation: Mapping | None) -> list[str]:
+    """The card's first lines after the title when its evaluation says the model did not beat its
+    baselines or rests on too few examples: a reader deciding whether to use it must see that first."""
+    if not evaluation:
+        return []
+    split = evaluation.get("split") if isinstance(evaluation.get("split"), Mapping) else {}
+    lines = []
+    if evaluation.get("beat_baseline") is False:
+        primary = evaluation.get("primary_metric") or "the primary metric"
+        rests = f" (measured on only {split.get('examples')} examples)" if split.get("reliable") is False else ""
+        lines.append(f"> **Warning:** the fine-tuned model does not beat its baselines on `{primary}`{rests}; "
+                     "see the evaluation below before using it.\n")
+    if split.get("reliable") is False:
+        lines.append(f"> **Warning:** the evaluation is unreliable: {split.get('unreliable_reason')}.\n")
+    return lines
 
 
 def _evaluation_intro(evaluation: Mapping | None) -> str:

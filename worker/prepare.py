@@ -66,7 +66,10 @@ def run_prepare(job_id: str) -> None:
         )
         if queued:
             report = outcome["data_report"]
-            add_event(session, job_id, _report_message(report), type="message", data={"data_report": report})
+            # "warn", OpenAI's spelling for a job event's level (the dashboard styles it): a data report
+            # with warnings (a tiny evaluation split, mixed label spellings) must stand out in the log.
+            add_event(session, job_id, _report_message(report), type="message", data={"data_report": report},
+                      level="warn" if report.get("warnings") else "info")
             ring(session, TRAIN, job_id, queue=outcome["queue"])
 
 
@@ -89,6 +92,7 @@ def _file_paths(session, job: Job) -> dict[str, tuple[str, Path | None]]:
 def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]], hub) -> dict[str, Any]:
     from worker.engine.data import check_validation, data_report, load_examples
     from worker.engine.evaluate import split_record
+    from worker.engine.verdict import split_warnings
     from worker.engine.hparams import resolve_hyperparameters
     from worker.engine.sampling import check_training_options
     from worker.engine.tokenizers import cached_tokenizer
@@ -109,6 +113,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     split = split_record(train, valid if "validation_file" in files else None,
                          fraction=request.training.validation_split, seed=request.seed or 0)
     report["evaluation_split"] = split
+    report["warnings"] += split_warnings(split, valid if "validation_file" in files else None)
     hyper = resolve_hyperparameters(
         n_examples=len(train.rows) - (split["examples"] if split["source"] == "held_out" else 0), task=train.task, tuning_type=request.tuning.type,
         requested=request.effective_hyperparameters(), training=request.training,

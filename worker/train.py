@@ -73,6 +73,7 @@ def _check_device(request: JobRequest) -> None:
 
 def _train_and_hand_over(job_id: str, lease: Lease) -> None:
     from worker.engine.trainer import TrainPlan, train
+    from worker.engine.verdict import BELOW_BASELINE, quality_warnings
 
     settings = get_settings()
     storage = Storage(settings.storage_dir)
@@ -121,7 +122,12 @@ def _train_and_hand_over(job_id: str, lease: Lease) -> None:
         "fed_positions": result.data.get("fed_positions"),
         # The learning-rate search ("auto" rate): what was tried and chosen, or why it did not run.
         "search": result.search,
+        # Below its baselines, or evaluated on too few examples: the job still succeeds, flagged (verdict).
+        "warnings": quality_warnings(result.evaluation),
     }
+    for warning in summary["warnings"]:
+        if warning["code"] == BELOW_BASELINE:
+            lease.write(warning["message"], level="warn", data={"warning": warning})
 
     def finish() -> None:
         with session_scope() as session:

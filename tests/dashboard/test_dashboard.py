@@ -252,6 +252,45 @@ def _finished_job_page(env) -> None:
         context.close()
 
 
+def _below_baseline_badges(env) -> None:
+    """A succeeded job whose result carries warnings (worker/engine/verdict.py) shows a badge in its job
+    row and on its page, with a Warnings card; a job without warnings shows none."""
+    from hubtune.db import engine_for
+    from hubtune.ids import new_id
+    from hubtune.models import Job, now
+    from sqlalchemy.orm import Session
+
+    message = ("The fine-tuned model does not beat its baselines on the held-out split: macro_f1 0.22 vs "
+               "0.15 for the majority class and 0.22 for the base model; try more epochs or a higher learning rate.")
+    ids = {}
+    with Session(engine_for(env["db_url"])) as s:
+        for name, warnings in (("flagged", [{"code": "below_baseline", "message": message}]), ("clean", [])):
+            ids[name] = new_id("ftjob")
+            s.add(Job(id=ids[name], owner="alice", status="succeeded", model="tiny/bert", training_file="file-x",
+                      seed=3, spec={"task": "sequence_classification", "tuning": {"type": "lora"}},
+                      result={"metrics": {"valid_loss": 1.09}, "warnings": warnings}, attempts=1, max_attempts=3,
+                      lease_token=1, created_at=now(), updated_at=now(), finished_at=now()))
+        s.commit()
+    context, page = _login(env, "alice")
+    try:
+        for name, expected in (("flagged", 1), ("clean", 0)):
+            page.wait_for_selector(f'tr[data-job-id="{ids[name]}"]')
+            row = page.locator(f'tr[data-job-id="{ids[name]}"] [data-warning="below_baseline"]')
+            assert row.count() == expected, name
+        badge = page.locator(f'tr[data-job-id="{ids["flagged"]}"] [data-warning="below_baseline"]')
+        assert badge.inner_text().strip().endswith("below baseline") and badge.get_attribute("title") == message
+        page.goto(f"{env['stack'].url}/#/jobs/{ids['flagged']}")
+        page.wait_for_selector("#quality-warnings")
+        assert page.locator('.head [data-warning="below_baseline"]').count() == 1
+        assert message in page.inner_text("#quality-warnings")
+        page.screenshot(path=str(SHOTS / "job-below-baseline.png"), full_page=True)
+        page.goto(f"{env['stack'].url}/#/jobs/{ids['clean']}")
+        page.wait_for_selector("#result")
+        assert page.locator("#quality-warnings").count() == 0 and page.locator(".head [data-warning]").count() == 0
+    finally:
+        context.close()
+
+
 def _train_steps(client, job_id: str) -> list[int]:
     return [e["data"]["step"] for e in all_events(client, job_id)
             if e["type"] == "metrics" and "train_loss" in (e["data"] or {})]
@@ -342,6 +381,7 @@ def test_dashboard_watch_cancel_queues_and_owner_scoping(env):
 
     _failed_publish_detail(env)
     _finished_job_page(env)
+    _below_baseline_badges(env)
 
     # The admin sees the worker: host, CPU/RAM (or GPUs), queues, heartbeat; and everyone's jobs.
     context, page = _login(env, "ops")

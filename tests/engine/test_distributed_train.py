@@ -31,11 +31,11 @@ def test_two_processes_train_and_the_artifact_loads(tmp_path, tiny_bert):
     # Both ranks ran in one world of two; each saw half of every global batch of 2 x 4.
     assert result.data["world_size"] == 2
     assert sorted((r["rank"], r["world_size"]) for r in result.data["ranks"]) == [(0, 2), (1, 2)]
-    assert result.data["train_examples"] == 28  # 2 of each class held out
-    assert result.steps == 8 == hooks.started["total_steps"]  # 28 / (2 x 4) = 3.5: 4 steps an epoch
+    assert result.data["train_examples"] == 24  # 4 of each class held out (grown to 25 % of its 16)
+    assert result.steps == 6 == hooks.started["total_steps"]  # 24 / (2 x 4) = 3 steps an epoch
     # Rank 0's reports reached the parent's hooks, once each.
-    assert [m["step"] for m in hooks.metrics if "train_loss" in m] == list(range(1, 9))
-    assert [c["step"] for c in hooks.checkpoints] == [4, 8]
+    assert [m["step"] for m in hooks.metrics if "train_loss" in m] == list(range(1, 7))
+    assert [c["step"] for c in hooks.checkpoints] == [3, 6]
     assert [r["stage"] for r in hooks.reports] == ["baseline", "final"]
     assert result.evaluation["split"]["source"] == "held_out"
     info = json.loads((plan.output_dir / TRAINING_INFO_FILE).read_text())

@@ -39,8 +39,10 @@ def test_held_out_split_is_stratified_seeded_and_recorded(tmp_path):
     assert split_for_evaluation(examples, None, fraction=0.25, seed=7)[2] == split
     assert split_for_evaluation(examples, None, fraction=0.25, seed=8)[2]["lines"] != split["lines"]
     # Nothing held out: the training file itself is evaluated.
-    assert split_record(examples, None, fraction=0.0, seed=7) == {
+    nothing_held = split_record(examples, None, fraction=0.0, seed=7)
+    assert {k: nothing_held[k] for k in ("source", "examples", "fraction")} == {
         "source": "training_file", "examples": 40, "fraction": None}
+    assert nothing_held["reliable"] is False and "nothing was held out" in nothing_held["unreliable_reason"]
     assert split_record(examples, examples, fraction=0.25, seed=7)["source"] == "validation_file"
 
 
@@ -74,7 +76,9 @@ def test_classification_base_tuned_majority_and_goal(classification_run):
     ev = result.evaluation
     print("classification evaluation:", json.dumps(ev))
     assert set(ev) == EVALUATION_KEYS
-    assert ev["split"] == {"source": "held_out", "examples": 16, "fraction": 0.25}
+    assert ev["split"] == {"source": "held_out", "examples": 16, "fraction": 0.25, "reliable": False,
+                           "unreliable_reason": "only 16 held-out examples (8 per label); at least 20 and 5 "
+                                                "per label are needed for a stable macro_f1"}
     assert ev["primary_metric"] == "macro_f1" and ev["base_kind"] == "linear_probe" and ev["samples"] == []
     for side in ("base", "tuned"):
         assert set(ev[side]) == {"accuracy", "macro_f1", "recall_per_class", "valid_loss"}
@@ -117,7 +121,9 @@ def test_causal_lm_evaluation_uses_valid_loss_and_perplexity(tmp_path, tiny_llam
     result = train(plan, RecordingHooks())
     ev = result.evaluation
     print("causal_lm evaluation:", json.dumps(ev))
-    assert ev["split"] == {"source": "validation_file", "examples": 8, "fraction": None}
+    assert ev["split"] == {"source": "validation_file", "examples": 8, "fraction": None, "reliable": False,
+                           "unreliable_reason": "only 8 validation-file examples; at least 20 are needed for a "
+                                                "stable valid_loss"}
     assert ev["primary_metric"] == "valid_loss" and ev["majority_baseline"] is None
     assert ev["base_kind"] == "base_model"
     for side in ("base", "tuned"):

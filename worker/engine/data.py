@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worker.engine.label_spellings import LabelSpellings
+
 CLASSIFICATION = "classification"
 CHAT = "chat"
 COMPLETION = "completion"
@@ -75,6 +77,8 @@ class Examples:
     labels: list[str] = field(default_factory=list)
     # The 1-based file line of each row (blank lines count), for later messages about a row.
     lines: list[int] = field(default_factory=list)
+    # Legal but suspicious things found while reading (label spellings): data_report warns with them.
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -131,6 +135,7 @@ def sorted_labels(labels) -> list[str]:
 class _Reader:
     def __init__(self, param: str) -> None:
         self.param = param
+        self.spellings = LabelSpellings()
 
     def fail(self, code: str, message: str, line: int | None = None) -> DataError:
         text = f"line {line}: {message}" if line is not None else message
@@ -149,6 +154,7 @@ class _Reader:
         label = obj["label"]
         if isinstance(label, bool) or not isinstance(label, (str, int)):
             raise self.fail("invalid_label", f"label must be a string or an integer, got {_type_name(label)}", line)
+        self.spellings.add(label, line)
         label = str(label)
         if not label.strip():
             raise self.fail("invalid_label", "label must not be empty", line)
@@ -331,7 +337,8 @@ def _finish(reader: _Reader, rows: list[dict], lines: list[int], fmt: str | None
             raise reader.fail(
                 "invalid_label", f"classification needs at least 2 distinct labels, found only {labels[0]!r}"
             )
-    return Examples(task=inferred, format=fmt, rows=rows, labels=labels, lines=lines)
+    notes = [note for note in [reader.spellings.warning()] if note]
+    return Examples(task=inferred, format=fmt, rows=rows, labels=labels, lines=lines, notes=notes)
 
 
 def check_validation(train: Examples, valid: Examples, *, param: str = "validation_file") -> None:
@@ -392,7 +399,7 @@ def data_report(examples: Examples, *, tokenizer, max_seq_length: int) -> dict:
         "truncated_examples": truncated,
         "untrained_examples": untrained,
     }
-    warnings: list[str] = []
+    warnings: list[str] = list(examples.notes)
     if len(examples.rows) < MIN_EXAMPLES:
         warnings.append(
             f"only {len(examples.rows)} examples; at least {MIN_EXAMPLES} are recommended"

@@ -2,14 +2,17 @@
 
 Every job is evaluated on its validation file, or else on a held-out split of the training file
 (``training.validation_split`` of it, seeded by the job's seed; stratified by label for
-classification so that every class keeps training examples). When nothing can be held out
+classification so that every class keeps training examples), grown to at least 5 per label and 20
+in all where that takes at most 25 % of a label and of the file (worker.engine.holdout has the exact
+rule). A split under 20 examples or 5 of some label is marked ``reliable: False`` with a reason,
+and the messages and the model card say so next to the metric. When nothing can be held out
 (``validation_split`` 0, or too few examples) the training file itself is evaluated (source
 ``"training_file"``) so that the base/tuned comparison still exists.
 
 The evaluation record (``job.result["evaluation"]``; keys are stable, the model card renders them)::
 
     {"split": {"source": "validation_file" | "held_out" | "training_file", "examples": int,
-               "fraction": float | None},
+               "fraction": float | None, "reliable": bool, "unreliable_reason": str | None},
      "primary_metric": "macro_f1" | "valid_loss",
      "base": {metric: value}, "tuned": {metric: value},
      "base_kind": "linear_probe" | "base_model",
@@ -34,13 +37,12 @@ prompts (worker.engine.completions).
 from __future__ import annotations
 
 import math
-import random
-from collections import defaultdict
 
 import torch
 
 from worker.engine.data import CAUSAL_LM, SEQUENCE_CLASSIFICATION, Examples
 from worker.engine.datasets import IGNORE_INDEX
+from worker.engine.holdout import RULE, RULE_CAUSAL_LM, held_out_indices, reliability
 from worker.engine.metrics import classification_metrics, majority_label
 from worker.engine.sampling import OptionError
 
@@ -52,6 +54,7 @@ GOAL_METRICS = {
     SEQUENCE_CLASSIFICATION: ("accuracy", "macro_f1", "valid_loss"),
     CAUSAL_LM: ("valid_loss", "perplexity"),
 }
+SPLIT_KEYS = ("source", "examples", "fraction", "reliable", "unreliable_reason")  # what the evaluation record keeps
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "valid_loss": False, "perplexity": False}
 
 
@@ -73,39 +76,24 @@ def _subset(examples: Examples, indices: list[int]) -> Examples:
     )
 
 
-def held_out_indices(examples: Examples, *, fraction: float, seed: int) -> list[int]:
-    """Row indices to hold out: round(fraction x n) per label (classification, keeping at least one
-    training example per label) or overall (causal_lm), chosen by a generator seeded with ``seed``."""
-    if fraction <= 0 or len(examples) < 2:
-        return []
-    rng = random.Random(seed)
-    if examples.task == SEQUENCE_CLASSIFICATION:
-        by_label: dict[str, list[int]] = defaultdict(list)
-        for i, row in enumerate(examples.rows):
-            by_label[row["label"]].append(i)
-        chosen: list[int] = []
-        for label in examples.labels:
-            group = by_label[label]
-            k = min(round(fraction * len(group)), len(group) - 1)
-            chosen += rng.sample(group, k) if k > 0 else []
-    else:
-        k = min(max(1, round(fraction * len(examples))), len(examples) - 1)
-        chosen = rng.sample(range(len(examples)), k)
-    return sorted(chosen)
-
-
 def split_for_evaluation(
     train: Examples, valid: Examples | None, *, fraction: float, seed: int
 ) -> tuple[Examples, Examples, dict]:
-    """(examples to train on, examples to evaluate on, the split record with the held-out lines)."""
+    """(examples to train on, examples to evaluate on, the split record with the held-out lines and
+    whether the split is reliable: worker.engine.holdout)."""
+    primary = PRIMARY_METRIC[train.task]
     if valid is not None:
-        return train, valid, {"source": "validation_file", "examples": len(valid), "fraction": None}
+        split = {"source": "validation_file", "examples": len(valid), "fraction": None}
+        return train, valid, {**split, **reliability(valid, source="validation_file", primary_metric=primary)}
     chosen = held_out_indices(train, fraction=fraction, seed=seed)
     if not chosen:
-        return train, train, {"source": "training_file", "examples": len(train), "fraction": None}
+        split = {"source": "training_file", "examples": len(train), "fraction": None}
+        return train, train, {**split, **reliability(train, source="training_file", primary_metric=primary)}
     keep = sorted(set(range(len(train))) - set(chosen))
     held = _subset(train, chosen)
-    split = {"source": "held_out", "examples": len(chosen), "fraction": fraction, "lines": held.lines}
+    split = {"source": "held_out", "examples": len(chosen), "fraction": fraction,
+             "rule": RULE if train.task == SEQUENCE_CLASSIFICATION else RULE_CAUSAL_LM,
+             **reliability(held, source="held_out", primary_metric=primary), "lines": held.lines}
     return _subset(train, keep), held, split
 
 
@@ -171,7 +159,7 @@ def evaluation_record(*, task: str, split: dict, base: dict, tuned: dict, majori
     if majority is not None:
         beat = beat and _better(primary, tuned[primary], majority[primary])
     return {
-        "split": {k: split[k] for k in ("source", "examples", "fraction")},
+        "split": {k: split[k] for k in SPLIT_KEYS if k in split},
         "primary_metric": primary,
         "base": base,
         "tuned": tuned,
@@ -200,7 +188,7 @@ def split_record(train: Examples, valid: Examples | None, *, fraction: float, se
 
 
 def compact_split(split: dict) -> dict:
-    out = {k: split[k] for k in ("source", "examples", "fraction")}
+    out = {k: split[k] for k in (*SPLIT_KEYS, "rule") if k in split}
     if "lines" in split:
         out["lines"] = split["lines"][:MAX_RECORDED_LINES]
         out["lines_truncated"] = len(split["lines"]) > MAX_RECORDED_LINES

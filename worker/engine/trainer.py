@@ -49,6 +49,7 @@ from worker.engine.sampling import (
     class_weights,
     weighted_cross_entropy,
 )
+from worker.engine.verdict import reliability_note
 
 TRAINING_INFO_FILE = "hubtune_training.json"
 N_PROBES = 4
@@ -710,7 +711,8 @@ def _train_here(plan: TrainPlan, hooks: Hooks) -> TrainResult:
                 clock.mark("samples_s")
             evaluation = evaluation_record(task=plan.task, split=split, base=base, tuned=tuned, majority=majority,
                                            goal=plan.training.goal, samples=tuned_samples)
-            _report(hooks, stage="final", message=_evaluation_message(evaluation), data=evaluation)
+            _report(hooks, stage="final", message=_evaluation_message(evaluation) + reliability_note(evaluation),
+                    data=evaluation)
         clock.mark("final_eval_s")
         source = valid_examples if valid_examples is not None else train_examples
         inputs = [probe_input(row, fmt=source.format, tokenizer=tokenizer) for row in source.rows[:N_PROBES]]

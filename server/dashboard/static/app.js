@@ -86,6 +86,16 @@ function badge(status) {
   return h("span", { class: `badge ${status}`, "data-status": status, text: status });
 }
 
+// job.result.warnings (worker/engine/verdict.py): [{code, message}]; "below_baseline" and
+// "unreliable_evaluation" on a job that succeeded all the same. A badge each, the message on hover.
+const WARNING_NAMES = { below_baseline: "below baseline", unreliable_evaluation: "unreliable evaluation" };
+
+function warningBadges(job) {
+  const warnings = (job.result && Array.isArray(job.result.warnings)) ? job.result.warnings : [];
+  return warnings.map((w) => h("span", { class: `badge quality-warning ${w.code}`, "data-warning": w.code,
+    title: w.message, text: `⚠ ${WARNING_NAMES[w.code] || w.code}` }));
+}
+
 function methodOf(job) {
   const tuning = (job.tuning && job.tuning.type) || "lora";
   return job.task ? `${tuning} · ${job.task}` : tuning;
@@ -253,7 +263,7 @@ function jobsView(params) {
 function jobRow(job, p) {
   return h("tr", { "data-job-id": job.id },
     h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono", text: job.id })),
-    h("td", {}, badge(job.status)),
+    h("td", {}, badge(job.status), ...warningBadges(job)),
     h("td", { text: stageOf(job) }),
     h("td", {}, progressBar(job, p)),
     h("td", { text: job.organization_id }),
@@ -421,13 +431,21 @@ function evaluationCard(job) {
         h("td", { class: "num", text: fmt(b[n]) }), h("td", { class: "num", text: fmt(t[n]) }),
         m ? h("td", { class: "num", text: fmt(m[n]) }) : null))))));
     const rest = {};
-    if (ev.split) rest.split = `${ev.split.source}, ${ev.split.examples} examples`;
+    if (ev.split) rest.split = `${ev.split.source}, ${ev.split.examples} examples` +
+      (ev.split.reliable === false ? ` (unreliable: ${ev.split.unreliable_reason})` : "");
     if (ev.beat_baseline !== undefined) rest["beat baseline"] = ev.beat_baseline ? "yes" : "no";
     if (ev.goal) rest.goal = ev.goal;
     card.append(kv(rest));
     if (Array.isArray(ev.samples) && ev.samples.length) card.append(samplesTable(ev.samples));
   } else card.append(kv(ev));
   return card;
+}
+
+function warningCard(job) {
+  const warnings = (job.result && Array.isArray(job.result.warnings)) ? job.result.warnings : [];
+  if (!warnings.length) return null;
+  return h("div", { class: "card wide warnings", id: "quality-warnings" }, h("h2", { text: "Warnings" }),
+    ...warnings.map((w) => h("p", { "data-warning": w.code, text: w.message })));
 }
 
 function hubCard(job) {
@@ -511,7 +529,7 @@ function jobView(jobId) {
     const newest = [...events].reverse();
     // Progress from the newest step logged, shown as an event or not.
     const p = progressFrom(job, points.slice(-30).reverse().map((x) => ({ type: "metrics", data: x.data, created_at: x.created_at })));
-    head.replaceChildren(h("h1", { class: "mono", text: job.id }), badge(job.status),
+    head.replaceChildren(h("h1", { class: "mono", text: job.id }), badge(job.status), ...warningBadges(job),
       h("span", { class: "muted", id: "job-stage", text: stageOf(job) }), progressBar(job, p), actions(job, refresh, memo));
     const c = curves(points);
     const series = [{ name: "train_loss", points: c.train }];
@@ -530,7 +548,8 @@ function jobView(jobId) {
       const error = job.error ? h("div", { class: "card", id: "job-error" }, h("h2", { text: "Error" }), kv(job.error)) : null;
       // The evaluation has its own card; the Result table shows the rest.
       rest.replaceChildren(...[error, evaluationCard(job), hubCard(job), memoryCard(job, newest),
-        job.result ? h("div", { class: "card wide", id: "result" }, h("h2", { text: "Result" }), kv(job.result, { skip: ["evaluation"] })) : null,
+        warningCard(job),
+        job.result ? h("div", { class: "card wide", id: "result" }, h("h2", { text: "Result" }), kv(job.result, { skip: ["evaluation", "warnings"] })) : null,
         h("div", { class: "card wide", id: "config" }, h("h2", { text: "Configuration" }), kv(configOf(job))),
         h("div", { class: "card wide", id: "data-report" }, h("h2", { text: "Data report" }), kv(job.data_report))].filter(Boolean));
     }
