@@ -195,7 +195,7 @@ def reference_curve(quick):
 def test_same_seed_same_loss_curve(quick, reference_curve):
     _, hooks_a, result_a = reference_curve
     _, hooks_b, result_b = quick("b")
-    assert len(hooks_a.train_losses) == 8
+    assert len(hooks_a.train_losses) == 6  # the held-out split grows to 4 per label: 24 rows train
     assert hooks_a.train_losses == hooks_b.train_losses  # exactly, dropout included
     assert result_a.reference == result_b.reference
     _, hooks_c, _ = quick("c", seed=4)
@@ -220,14 +220,14 @@ def test_resume_continues_the_same_curve(quick, reference_curve):
     checkpoint = stop_hooks.checkpoints[-1]["path"]
     assert checkpoint.name == "checkpoint-3"
     plan, hooks, result = quick("resume", resume_from=checkpoint)
-    assert not result.stopped and result.steps == 8
-    assert [m["step"] for m in hooks.metrics if "train_loss" in m] == [4, 5, 6, 7, 8]
+    assert not result.stopped and result.steps == 6
+    assert [m["step"] for m in hooks.metrics if "train_loss" in m] == [4, 5, 6]
     assert stop_hooks.train_losses + hooks.train_losses == pytest.approx(hooks_a.train_losses, abs=1e-6)
     assert (plan.output_dir / "adapter_model.safetensors").is_file()
 
 
 def test_max_steps_epoch_checkpoints_and_warmup(tmp_path, tiny_bert):
-    train_file = write_classification_jsonl(tmp_path / "train.jsonl", 32)  # 4 steps per epoch
+    train_file = write_classification_jsonl(tmp_path / "train.jsonl", 32)  # 24 train after the held-out 8: 3 steps per epoch
     plan = make_plan(
         tmp_path, tiny_bert, train_file, task="sequence_classification", n_epochs=3,
         training=Training(learning_rate=1e-2, max_steps=5, logging_steps=2, warmup_ratio=0.4),
@@ -237,7 +237,7 @@ def test_max_steps_epoch_checkpoints_and_warmup(tmp_path, tiny_bert):
     assert hooks.started["total_steps"] == 5 and result.steps == 5
     # Logged every 2 steps, and the last step always; a checkpoint per epoch and at the end.
     assert [m["step"] for m in hooks.metrics if "train_loss" in m] == [2, 4, 5]
-    assert [c["step"] for c in hooks.checkpoints] == [4, 5]
+    assert [c["step"] for c in hooks.checkpoints] == [3, 5]
     assert result.metrics["train_loss"] == hooks.train_losses[-1]
     # Linear warmup over 2 of the 5 steps (0, 0.005, 0.01), then linear decay; the logged rate is
     # the one the step used.
@@ -349,7 +349,7 @@ def test_real_minilm_few_steps(tmp_path, minilm):
     )
     hooks = RecordingHooks()
     result = timed("minilm_18_steps", train, plan, hooks)
-    assert result.steps == 18 and len(hooks.train_losses) == 18
+    assert result.steps == 15 and len(hooks.train_losses) == 15  # 48 rows, 12 held out
     assert result.total_params > 22_000_000
 
     rows = [json.loads(line) for line in train_file.read_text().splitlines()]
@@ -383,12 +383,12 @@ def test_every_checkpoint_holds_the_tokenizer_serialised_once(tmp_path, tiny_ber
     serialised = []
     real = trainer_module.serialised_files
     monkeypatch.setattr(trainer_module, "serialised_files", lambda tok: serialised.append(real(tok)) or serialised[-1])
-    train_file = write_classification_jsonl(tmp_path / "train.jsonl", 32)  # 4 steps per epoch
+    train_file = write_classification_jsonl(tmp_path / "train.jsonl", 32)  # 24 train after the held-out 8: 3 steps per epoch
     plan = make_plan(tmp_path, tiny_bert, train_file, task="sequence_classification", n_epochs=3,
                      training=Training(learning_rate=1e-2, max_steps=9))
     hooks = RecordingHooks()
     train(plan, hooks)
-    assert [c["step"] for c in hooks.checkpoints] == [4, 8, 9]
+    assert [c["step"] for c in hooks.checkpoints] == [3, 6, 9]
     assert len(serialised) == 1  # once per run, not once per checkpoint
     files = serialised[0]
     assert {"tokenizer.json", "tokenizer_config.json"} <= set(files)

@@ -22,6 +22,9 @@ from worker.engine.lr_search import (
 from worker.engine.trainer import TRAINING_INFO_FILE, TrainPlan, train
 
 TOPICS = ("computers", "food", "politics")
+from worker.engine.hparams import CLASSIFICATION_LEARNING_RATES
+
+BASE_RATE = CLASSIFICATION_LEARNING_RATES["lora"]  # the classifier's calibrated "auto" rate
 
 
 def _real(fn):
@@ -80,11 +83,11 @@ def test_hparams_key_follows_auto():
     assert key(training=Training(learning_rate=1e-3)) is False
 
 
-@pytest.mark.e2e  # the real MiniLM: ~40 optimizer steps on CPU
+@pytest.mark.e2e  # the real MiniLM: ~60 optimizer steps on CPU
 def test_the_search_picks_the_rate_that_learns_and_the_main_run_uses_it(tmp_path, minilm):
     # 1e-7 moves nothing; 5e-3 learns the topics: the search must pick 5e-3 and train with it.
-    plan = _plan(tmp_path, minilm, per_topic=20, n_epochs=4,
-                 options={"factors": [1e-7 / 2e-4, 5e-3 / 2e-4], "min_rung_steps": 3})
+    plan = _plan(tmp_path, minilm, per_topic=20, n_epochs=8,  # 45 rows train after the held-out 15: 48 steps
+                 options={"factors": [1e-7 / BASE_RATE, 5e-3 / BASE_RATE], "min_rung_steps": 3})
     hooks = RecordingHooks()
     result = train(plan, hooks)
     search = result.search
@@ -105,7 +108,8 @@ def test_the_search_picks_the_rate_that_learns_and_the_main_run_uses_it(tmp_path
 
 
 def test_default_budget_stays_within_30_percent(tmp_path, tiny_bert):
-    plan = _plan(tmp_path, tiny_bert, per_topic=30, n_epochs=6, batch_size=4)
+    # 7 epochs: with the held-out split (15 of 90) and the slice's evaluations, 30 % gives each candidate 4+ steps.
+    plan = _plan(tmp_path, tiny_bert, per_topic=30, n_epochs=7, batch_size=4)
     result = train(plan, RecordingHooks())
     search = result.search
     assert search["ran"], search
@@ -133,7 +137,7 @@ def test_an_explicit_rate_skips_the_search(tmp_path, tiny_bert):
     assert result.search == {"ran": False, "reason": result.search["reason"]}
     assert "learning rate was given" in result.search["reason"]
     assert _searches(hooks) == []
-    assert plan.hyperparameters["learning_rate"] == pytest.approx(1e-3)
+    assert plan.hyperparameters["learning_rate"] == pytest.approx(5 * BASE_RATE)
 
 
 def test_skip_rules(tmp_path, tiny_bert):
