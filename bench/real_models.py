@@ -53,14 +53,19 @@ def smollm2_dir(cache_dir: Path | None = None) -> Path:
     """SmolLM2-135M-Instruct as a safetensors folder, converted from the GGUF on first use."""
     target = Path(cache_dir or CACHE_DIR) / "smollm2-135m-instruct"
     if (target / "model.safetensors").is_file() and (target / "tokenizer_config.json").is_file():
-        return target
+        if "quantization_config" not in (target / "config.json").read_text():
+            return target  # (a folder from before the fix above is converted again)
     gguf = smollm2_gguf()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    # The weights are dequantized float32 now; a config that still says "GGUF" makes Trainer refuse to train.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="smollm2-", dir=target.parent))
