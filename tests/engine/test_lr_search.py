@@ -13,8 +13,11 @@ from hubtune.spec import Hyperparameters, Training, Tuning
 from tests.engine.conftest import RecordingHooks
 from worker.engine.hparams import resolve_hyperparameters
 from worker.engine.lr_search import (
+    DEFAULT_FACTORS,
     RECORD_FILE,
+    SHORT_FACTORS,
     learning_rate_search,
+    rung_plan,
     skip_reason,
     step_units,
     survivors_per_rung,
@@ -71,6 +74,20 @@ def test_rungs_halve_and_cost():
     assert survivors_per_rung(2) == [2]
     assert step_units([5, 2]) == 7  # 5 x r, then 2 on from r to 2r
     assert step_units([8, 4, 2]) == 8 + 4 + 2 * 2
+
+
+def test_short_runs_race_fewer_candidates():
+    def fit(planned, slice_batches=2):
+        return rung_plan(planned=planned, slice_batches=slice_batches, accumulation=1,
+                         factor_sets=[DEFAULT_FACTORS, SHORT_FACTORS], min_rung_steps=4, budget_fraction=0.3)
+
+    # 300 planned steps: five candidates, 12 steps each, the best two on to 24.
+    assert fit(300) == (DEFAULT_FACTORS, [5, 2], 12)
+    # A 68-example classifier (batch 8, 12 epochs = 108 steps): five candidates would get 3 steps each;
+    # three get 10 (30 % of 108 = 32.4, less 3 slice evaluations of 2 batches at 1/3 of a step).
+    assert fit(108) == (SHORT_FACTORS, [3], 10)
+    # 20 steps: not even three candidates get 8 steps: no search.
+    assert fit(20) is None
 
 
 def test_hparams_key_follows_auto():

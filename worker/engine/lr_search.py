@@ -10,6 +10,8 @@ run trains with the winner.
   AdamW moments) to 2r, 4r, ... until the last rung picks one (5 candidates: 5 x r, then 2 on to 2r =
   7r steps). r follows from the budget: trial steps + the slice evaluations (a forward pass counted as
   1/3 of a step) <= BUDGET_FRACTION of the planned run's optimizer steps.
+- A short run (too short for five candidates: a 60-90-example classifier's 100-110 steps give r = 3)
+  races SHORT_FACTORS (1/3, 1, 3: a 9x span around the default, in one rung) instead. Either way the finalists train at least 2 x MIN_RUNG_STEPS steps.
 - Metric on the search slice: macro-F1 for classification (ties: the slice's cross-entropy, then the
   candidate nearer the default); causal_lm: the mean loss over trained tokens.
 - The search slice is an INNER split of the training examples (stratified by label; 15 %, at least 8,
@@ -42,6 +44,7 @@ from worker.engine.evaluate import evaluate_model
 from worker.engine.lr_trials import Trial, TrialRunner, schedule_multipliers
 
 DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
+SHORT_FACTORS = (1 / 3, 1.0, 3.0)
 BUDGET_FRACTION = 0.30
 MIN_RUNG_STEPS = 4
 MAX_PLANNED_STEPS = 3000
@@ -158,8 +161,21 @@ def _resumed(path: Path) -> dict:
     return {**json.loads(path.read_text()), "reused": True}
 
 
+def rung_plan(*, planned: int, slice_batches: int, accumulation: int, factor_sets, min_rung_steps: int,
+              budget_fraction: float):
+    """(factors, survivors per rung, rung-1 steps) of the first candidate set that fits the budget with
+    rung-1 trials of at least min_rung_steps and finalists of at least 2 x min_rung_steps; None if none fits."""
+    for factors in factor_sets:
+        survivors = survivors_per_rung(len(factors))
+        eval_cost = sum(survivors) * slice_batches * FORWARD_COST / accumulation
+        rung = math.floor((budget_fraction * planned - eval_cost) / step_units(survivors))
+        if rung >= min_rung_steps and rung * 2 ** (len(survivors) - 1) >= 2 * min_rung_steps:
+            return tuple(factors), survivors, rung
+    return None
+
+
 def _run(plan, hooks, *, model, train_ds, collator, eval_collator, labels, class_weights, trainable,
-         factors=DEFAULT_FACTORS, min_rung_steps=MIN_RUNG_STEPS, budget_fraction=BUDGET_FRACTION) -> dict:
+         factors=None, min_rung_steps=MIN_RUNG_STEPS, budget_fraction=BUDGET_FRACTION) -> dict:
     hp, training = plan.hyperparameters, plan.training
     planned = planned_steps(len(train_ds), hyperparameters=hp, training=training)
     reason = skip_reason(plan, trainable=trainable, planned=planned)
@@ -169,15 +185,17 @@ def _run(plan, hooks, *, model, train_ds, collator, eval_collator, labels, class
     if not slice_idx:
         return {"ran": False, "reason": f"{len(train_ds)} training examples leave no search slice of "
                                         f"{MIN_SLICE} beside {MIN_TRIAL_EXAMPLES} to train trials on"}
-    survivors = survivors_per_rung(len(factors))
     batch = hp["batch_size"]
-    evals = sum(survivors)
-    eval_cost = evals * math.ceil(len(slice_idx) / batch) * FORWARD_COST / training.gradient_accumulation_steps
-    rung = math.floor((budget_fraction * planned - eval_cost) / step_units(survivors))
-    if rung < min_rung_steps:
+    factor_sets = [factors] if factors else [DEFAULT_FACTORS, SHORT_FACTORS]
+    fitted = rung_plan(planned=planned, slice_batches=math.ceil(len(slice_idx) / batch),
+                       accumulation=training.gradient_accumulation_steps, factor_sets=factor_sets,
+                       min_rung_steps=min_rung_steps, budget_fraction=budget_fraction)
+    if fitted is None:
+        fewest = min(len(f) for f in factor_sets)
         return {"ran": False, "reason": f"the planned run is too short ({planned} optimizer steps): "
-                                        f"{budget_fraction:.0%} of it gives each of {len(factors)} "
-                                        f"candidates fewer than {min_rung_steps} steps"}
+                                        f"{budget_fraction:.0%} of it gives each of {fewest} "
+                                        f"candidates fewer than {2 * min_rung_steps} steps"}
+    factors, survivors, rung = fitted
     from worker.engine.trainer import resolve_bf16  # here: trainer imports this module
 
     warmup = training.warmup_steps if training.warmup_steps is not None else training.warmup_ratio
