@@ -15,16 +15,20 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from hubtune.errors import JobError
 from hubtune.settings import Settings
 
 KEY_FILE = "secret.key"
 
 
-class SecretUnreadable(ValueError):
+class SecretUnreadable(JobError, ValueError):
     """A stored secret could not be decrypted (the key changed since it was stored, or this machine has
     another key than the one that stored it)."""
 
     code = "secret_unreadable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.code, message)
 
 
 def encrypt(settings: Settings, plaintext: str) -> str:

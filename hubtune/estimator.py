@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from hubtune.errors import JobError
 from hubtune.spec import JobRequest, Tuning
 
 Precision = Literal["fp32", "bf16", "4bit"]
@@ -61,14 +62,13 @@ AUTO_TARGETS = {
 TASKS = ("sequence_classification", "causal_lm")
 
 
-class EstimateError(ValueError):
+class EstimateError(JobError, ValueError):
     """A config or request the estimator cannot estimate; `param` names the request field."""
 
     code = "cannot_estimate"
 
     def __init__(self, message: str, *, param: str = "model") -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(self.code, message, param)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hubtune.errors import JobError
 from hubtune.models import ApiKey, HubCredential
 from hubtune.settings import Settings
 
@@ -27,14 +28,13 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
 MAX_NAMESPACES = 100
 
 
-class NamespaceRefused(Exception):
-    """A write the key's rights do not allow; `code` and `param` make it a job error or a 403."""
+class NamespaceRefused(JobError):
+    """A write the key's rights do not allow: a job error at publish, a 403 at the API."""
 
     code = "forbidden"
 
     def __init__(self, message: str, *, param: str = "hub.repo_id") -> None:
-        super().__init__(message)
-        self.message, self.param = message, param
+        super().__init__(self.code, message, param)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Errors in the OpenAI shape: `{"error": {"message", "type", "param", "code"}}`.
 
-Routes raise `ApiError`; the handlers installed by `install_error_handlers` turn it, FastAPI's request
-validation errors, Starlette's 404/405 and anything unexpected into that shape, so that a client never
-sees FastAPI's default 422 body.
+Routes raise `ApiError`; the core's job rules raise `hubtune.errors.JobError`, whose HTTP status is
+decided here alone (JOB_ERROR_STATUS). The handlers installed by `install_error_handlers` turn both,
+FastAPI's request validation errors, Starlette's 404/405 and anything unexpected into that shape, so
+that a client never sees FastAPI's default 422 body.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hubtune.errors import JobError
+from hubtune.jobs import QUEUED_LIMIT_RETRY_AFTER, STILL_STOPPING_RETRY_AFTER
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,24 @@ def error_response(
     return JSONResponse(
         error_body(message, type=type, param=param, code=code), status_code=status_code, headers=headers
     )
+
+
+# --- the core's JobError -> HTTP: the one table ------------------------------------------------------
+
+# code -> (status, headers); any other code is a 400 (a request that breaks a rule).
+JOB_ERROR_STATUS: dict[str, tuple[int, dict[str, str] | None]] = {
+    "forbidden": (403, None),
+    "conflict": (409, None),  # the job is changing state
+    "still_stopping": (409, {"Retry-After": str(STILL_STOPPING_RETRY_AFTER)}),
+    # `x-should-retry: false`: the limit lifts only when one of the owner's jobs starts, not in the
+    # seconds a client would wait.
+    "too_many_queued_jobs": (429, {"Retry-After": str(QUEUED_LIMIT_RETRY_AFTER), "x-should-retry": "false"}),
+}
+
+
+def from_job_error(exc: JobError) -> ApiError:
+    status, headers = JOB_ERROR_STATUS.get(exc.code, (400, None))
+    return ApiError(status, exc.message, param=exc.param, code=exc.code, headers=headers)
 
 
 # --- request validation errors -> one OpenAI error naming the offending parameter -------------------
@@ -186,6 +208,10 @@ async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
     )
 
 
+async def _job_error(_request: Request, exc: JobError) -> JSONResponse:
+    return await _api_error(_request, from_job_error(exc))
+
+
 async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
     return await _api_error(_request, validation_error(list(exc.errors())))
 
@@ -218,6 +244,7 @@ async def _data_error(request: Request, exc: DataError) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(JobError, _job_error)
     app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)

@@ -10,6 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from hubtune.errors import JobError
+from hubtune.jobs import check_hub_repo
 from hubtune.models import ApiKey, HubDelivery, Trigger, now
 from hubtune.namespaces import owner_hub_token
 from hubtune.settings import Settings
@@ -71,8 +73,8 @@ def _start(session: Session, settings: Settings, trigger: Trigger, event: HubWeb
         return "the API key that created this trigger has been revoked"
     request = JobRequest.model_validate(pinned_template(trigger.template, trigger.repo_id, head))
     try:  # the key's grants may have changed since the trigger was created
-        crud.check_hub_repo(session, key, request, param="job.hub.repo_id")
-    except ApiError as exc:
+        check_hub_repo(session, key, request, param="job.hub.repo_id")
+    except JobError as exc:
         return exc.message
     if trigger.path_pattern and update and update.old_sha:
         changed = _changed_paths(session, settings, trigger, update.old_sha, head)

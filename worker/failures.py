@@ -6,14 +6,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hubtune.errors import JobError
+
 
 def job_error(exc: BaseException) -> dict[str, Any]:
+    """A JobError or a hub error keeps its code and param; anything else is ours: internal_error."""
     from plugin.errors import HubError
 
-    code = getattr(exc, "code", None)
-    param = getattr(exc, "param", None)
-    if isinstance(exc, HubError) or code:
-        return {"code": code or "hub_error", "message": without_server_paths(str(exc)), "param": param}
+    if isinstance(exc, JobError):
+        return {"code": exc.code, "message": without_server_paths(str(exc)), "param": exc.param}
+    if isinstance(exc, HubError):
+        return {"code": exc.code or "hub_error", "message": without_server_paths(str(exc)), "param": None}
     return {"code": "internal_error", "message": without_server_paths(f"{type(exc).__name__}: {exc}"), "param": None}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from hubtune.db import session_scope
+from hubtune.errors import JobError
 from hubtune.lifecycle import Stage, Status, add_event, transition
 from hubtune.models import File, Job, now
 from hubtune.namespaces import may_see, rights_for
@@ -28,10 +29,8 @@ from worker.hub import owner_hub
 log = logging.getLogger(__name__)
 
 
-class PrepareError(Exception):
-    def __init__(self, code: str, message: str, param: str | None) -> None:
-        super().__init__(message)
-        self.code, self.param = code, param
+class PrepareError(JobError):
+    """A job prepare refuses (a file, model or dataset it cannot use, no worker that fits)."""
 
 
 def run_prepare(job_id: str) -> None:

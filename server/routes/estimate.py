@@ -69,7 +69,7 @@ class Estimate(BaseModel):
 def estimate_job(session: SessionDep, key: CurrentKey, settings: SettingsDep, body: EstimateRequest) -> Estimate:
     for param in ("training_file", "validation_file"):
         if getattr(body, param) is not None:
-            crud._check_file(session, key, getattr(body, param), param)
+            crud.check_file(session, key, getattr(body, param), param)
     sha, config = model_config(hub_for_key(session, settings, key), body.model)
     request = JobRequest.model_validate({**body.model_dump(), "training_file": body.training_file or "-"})
     try:

@@ -9,6 +9,7 @@ import logging
 from fastapi import APIRouter, Header, Request
 from sqlalchemy import select
 
+from hubtune import jobs
 from hubtune.crypto import encrypt
 from hubtune.destinations import DestinationRefused, check_url
 from hubtune.ids import new_id
@@ -91,8 +92,8 @@ def create_trigger(session: SessionDep, key: CurrentKey, settings: SettingsDep, 
     for field in ("training_file", "validation_file"):
         value = getattr(job, field)
         if value is not None and not is_dataset_ref(value):
-            crud._check_file(session, key, value, f"job.{field}")
-    crud.check_hub_repo(session, key, job, param="job.hub.repo_id")  # checked again each time it fires
+            crud.check_file(session, key, value, f"job.{field}")
+    jobs.check_hub_repo(session, key, job, param="job.hub.repo_id")  # checked again each time it fires
     row = Trigger(id=new_id("hubtrig"), owner=key.owner, key_id=key.id, repo_id=body.repo_id,
                   path_pattern=body.path_pattern,
                   template=job.model_dump(mode="json", exclude_unset=True), created_at=now())

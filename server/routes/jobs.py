@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from sqlalchemy.exc import IntegrityError
 
+from hubtune import jobs
 from hubtune.models import Job
 from hubtune.spec import JobRequest
 from server import crud, idempotency
@@ -85,23 +86,23 @@ def _change(session: SessionDep, key: CurrentKey, job_id: str, action) -> JobPub
 
 @router.post("/{fine_tuning_job_id}/cancel", response_model=JobPublic)
 def cancel_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
-    return _change(session, key, fine_tuning_job_id, crud.cancel_job)
+    return _change(session, key, fine_tuning_job_id, jobs.cancel_job)
 
 
 @router.post("/{fine_tuning_job_id}/pause", response_model=JobPublic)
 def pause_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
-    return _change(session, key, fine_tuning_job_id, crud.pause_job)
+    return _change(session, key, fine_tuning_job_id, jobs.pause_job)
 
 
 @router.post("/{fine_tuning_job_id}/resume", response_model=JobPublic)
 def resume_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
-    return _change(session, key, fine_tuning_job_id, crud.resume_job)
+    return _change(session, key, fine_tuning_job_id, jobs.resume_job)
 
 
 @router.post("/{fine_tuning_job_id}/publish", response_model=JobPublic)
 def publish_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
     """Push a failed job's kept artifact to the hub again, without retraining."""
-    return _change(session, key, fine_tuning_job_id, lambda s, job: crud.retry_publish(s, job, key=key))
+    return _change(session, key, fine_tuning_job_id, lambda s, job: jobs.retry_publish(s, job, key=key))
 
 
 @router.get("/{fine_tuning_job_id}/events", response_model=EventList)

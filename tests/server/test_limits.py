@@ -237,18 +237,18 @@ def test_racing_creates_cannot_pass_the_queued_limit_together(postgres_url, tmp_
     same jobs and pass."""
     import threading
 
-    from server import crud
+    from hubtune import jobs
 
     env = make_env(postgres_url, tmp_path / "data", max_queued_jobs_per_owner=2)
     key = env.key()
     f = upload(env.client, key)
-    real_check = crud._check_queued_limit
+    real_check = jobs.check_queued_limit
 
     def slow_check(*args, **kwargs):
         real_check(*args, **kwargs)
         time.sleep(0.3)
 
-    monkeypatch.setattr(crud, "_check_queued_limit", slow_check)
+    monkeypatch.setattr(jobs, "check_queued_limit", slow_check)
     codes: list[int] = []
     threads = [threading.Thread(target=lambda: codes.append(_create(env, key, f["id"]).status_code))
                for _ in range(6)]

@@ -129,16 +129,16 @@ def test_bad_ids_and_cursors(env):
 
 def test_failure_after_the_doorbell_was_queued_sends_nothing(env, monkeypatch):
     """ring() only queues the message in the transaction: a request that fails afterwards sends none."""
-    import server.crud
+    import hubtune.jobs
     from server.errors import bad_request
 
-    real_ring = server.crud.ring
+    real_ring = hubtune.jobs.ring
 
     def ring_then_fail(session, task, job_id, **kw):
         real_ring(session, task, job_id, **kw)
         raise bad_request("simulated failure after ring", param="model")
 
-    monkeypatch.setattr(server.crud, "ring", ring_then_fail)
+    monkeypatch.setattr(hubtune.jobs, "ring", ring_then_fail)
     key = env.key()
     f = upload(env.client, key)
     assert_error(env.client.post(URL, headers=auth(key), json=_base(f["id"])), 400)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hubtune.errors import JobError
 from worker.engine.label_spellings import LabelSpellings
 
 CLASSIFICATION = "classification"
@@ -55,14 +56,11 @@ MIN_EXAMPLES = 20
 MIN_EXAMPLES_PER_CLASS = 5
 
 
-class DataError(ValueError):
+class DataError(JobError, ValueError):
     """A problem with a data file, in words a user can act on."""
 
     def __init__(self, message: str, *, code: str, param: str, line: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.param = param
+        super().__init__(code, message, param)
         self.line = line
 
     def __repr__(self) -> str:

@@ -14,15 +14,16 @@ from collections import Counter
 
 import torch
 
+from hubtune.errors import JobError
 
-class OptionError(ValueError):
+
+class OptionError(JobError, ValueError):
     """A training option that does not fit the data or task; ``param`` names the field."""
 
     code = "invalid_training_option"
 
     def __init__(self, message: str, *, param: str) -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(self.code, message, param)
 
 
 def class_weights(setting, *, labels: list[str], label_ids: list[int]) -> list[float] | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from hubtune.errors import JobError
+
 
 class TuningMethod(Protocol):
     """One way of tuning a model. The trainer only talks to methods through this interface."""
@@ -35,14 +37,13 @@ class TuningMethod(Protocol):
         """The inverse of save: the base model with the tuned weights, ready for inference."""
 
 
-class MethodError(ValueError):
+class MethodError(JobError, ValueError):
     """A tuning request that cannot run; `param` names the field (e.g. "tuning.type")."""
 
     code = "invalid_tuning"
 
     def __init__(self, message: str, *, param: str = "tuning.type") -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(self.code, message, param)
 
 
 class UnknownMethodError(MethodError):
