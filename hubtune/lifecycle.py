@@ -33,6 +33,11 @@ class Stage(str, enum.Enum):
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 
+# Keys of an event's data that readers (publish's model card: worker and training time) look up
+# instead of parsing the event's text, which stays free to change.
+CLAIMED_BY = "worker"  # a claim's event: the worker that took the job
+HANDED_TO = "handed_to"  # a hand-over's event: the stage the job moves on to
+
 ALLOWED: dict[Status, frozenset[Status]] = {
     Status.VALIDATING_FILES: frozenset({Status.QUEUED, Status.FAILED, Status.CANCELLED}),
     Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED, Status.PAUSED}),
@@ -131,6 +136,7 @@ def claim(session: Session, job_id: str, *, owner: str, lease_seconds: float,
         Status.RUNNING,
         expect=Status.QUEUED,
         message=f"Fine-tuning job started on {owner}",
+        data={CLAIMED_BY: owner},
         where=where,
         lease_owner=owner,
         lease_token=token,
@@ -231,7 +237,7 @@ def hand_over(session: Session, job_id: str, *, token: int, stage: Stage, messag
     """
     _fence(session, job_id, token, stage=stage.value, lease_owner=None, lease_expires_at=None,
            lease_token=token + 1, **fields)
-    add_event(session, job_id, message, data=data)
+    add_event(session, job_id, message, data={**(data or {}), HANDED_TO: stage.value})
 
 
 def claim_stage(session: Session, job_id: str, *, stage: Stage, owner: str, lease_seconds: float) -> int | None:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from hubtune.db import session_scope
-from hubtune.lifecycle import LeaseLost, Stage, Status, claim_stage, transition
+from hubtune.lifecycle import CLAIMED_BY, HANDED_TO, LeaseLost, Stage, Status, claim_stage, transition
 from hubtune.models import Job, JobEvent, WorkerRecord
 from hubtune.namespaces import NamespaceRefused, Rights, rights_for, write_refusal
 from hubtune.settings import Settings, get_settings
@@ -161,15 +161,22 @@ def _snapshot(session, job_id: str) -> dict[str, Any]:
     }
 
 
+def _claims(events) -> list:
+    """The events of the job's claims by a training worker, oldest first (hubtune.lifecycle.claim)."""
+    return [e for e in events if (e.data or {}).get(CLAIMED_BY)]
+
+
 def _training_worker(events) -> str | None:
-    starts = [e.message for e in events if e.message.startswith("Fine-tuning job started on ")]
-    return starts[-1][len("Fine-tuning job started on "):] if starts else None
+    """The worker that trained the job to the end: the last one to claim it."""
+    claims = _claims(events)
+    return claims[-1].data[CLAIMED_BY] if claims else None
 
 
 def _training_seconds(events) -> float | None:
-    started = [e.created_at for e in events if e.message.startswith("Fine-tuning job started on ")]
-    finished = [e.created_at for e in events if e.message.startswith("Training finished")]
-    return finished[-1] - started[0] if started and finished else None
+    """From the first claim (retries included) to the hand-over to publishing."""
+    claims = _claims(events)
+    finished = [e.created_at for e in events if (e.data or {}).get(HANDED_TO) == Stage.PUBLISHING.value]
+    return finished[-1] - claims[0].created_at if claims and finished else None
 
 
 def _write_card(hub: Hub, job: dict[str, Any], request: JobRequest, repo_id: str) -> None:
