@@ -52,6 +52,12 @@ ALLOWED: dict[Status, frozenset[Status]] = {
 }
 
 
+# An event's level: OpenAI's three spellings (its clients and the dashboard's styles know these; an
+# older hubtune also wrote "warning", which the API answers as WARN: server/schemas.py).
+INFO, WARN, ERROR = "info", "warn", "error"
+LEVELS = (INFO, WARN, ERROR)
+
+
 class IllegalTransition(ValueError):
     pass
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 
 from hubtune.db import session_scope
-from hubtune.lifecycle import Stage, Status, add_event, transition
+from hubtune.lifecycle import WARN, Stage, Status, add_event, transition
 from hubtune.models import Job, now
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, PREPARE, PUBLISH, TRAIN, ring
 from hubtune.settings import Settings, get_settings
@@ -75,7 +75,7 @@ def _recover_training(session, row, t: float, report: SweepReport) -> None:
         return
     message = f"{lost}; re-queued, attempt {row.attempts + 1} of {row.max_attempts}"
     # A new token fences the old holder out even if it wakes up (SIGSTOP, a network partition).
-    if transition(session, row.id, Status.QUEUED, level="warning", message=message,
+    if transition(session, row.id, Status.QUEUED, level=WARN, message=message,
                   data={"attempt": row.attempts + 1, "max_attempts": row.max_attempts},
                   lease_token=row.lease_token + 1, lease_owner=None, lease_expires_at=None, stage=None, **guard):
         ring(session, TRAIN, row.id, queue=row.queue or DEFAULT_TRAIN_QUEUE)
@@ -94,7 +94,7 @@ def _release_publish(session, row, t: float, report: SweepReport) -> None:
     )
     if session.execute(stmt).rowcount == 1:
         add_event(session, row.id, f"Publisher {row.lease_owner} lost (its lease expired); publishing again",
-                  level="warning")
+                  level=WARN)
         ring(session, PUBLISH, row.id)
         report.rung.append((PUBLISH, row.id))
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from hubtune.lifecycle import WARN
 from hubtune.models import Checkpoint, File, Job, JobEvent
 
 HYPERPARAMETER_NAMES = ("n_epochs", "batch_size", "learning_rate_multiplier")
@@ -188,6 +189,11 @@ EVENT_PREFIX = "ftevent-"
 CHECKPOINT_PREFIX = "ftckpt-"
 
 
+def public_level(level: str) -> str:
+    """One spelling in answers: rows written before the levels were unified may say "warning"."""
+    return WARN if level == "warning" else level
+
+
 class EventPublic(BaseModel):
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     id: str
@@ -200,7 +206,7 @@ class EventPublic(BaseModel):
     @classmethod
     def of(cls, row: JobEvent) -> EventPublic:
         return cls(
-            id=f"{EVENT_PREFIX}{row.id}", created_at=int(row.created_at), level=row.level,
+            id=f"{EVENT_PREFIX}{row.id}", created_at=int(row.created_at), level=public_level(row.level),
             message=row.message, type=row.type, data=row.data,
         )
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from hubtune.db import session_scope
-from hubtune.lifecycle import CLAIMED_BY, HANDED_TO, LeaseLost, Stage, Status, claim_stage, transition
+from hubtune.lifecycle import CLAIMED_BY, HANDED_TO, WARN, LeaseLost, Stage, Status, claim_stage, transition
 from hubtune.models import Job, JobEvent, WorkerRecord
 from hubtune.namespaces import NamespaceRefused, Rights, rights_for, write_refusal
 from hubtune.settings import Settings, get_settings
@@ -59,7 +59,7 @@ def run_publish(job_id: str) -> None:
                 _write_merged(hub, job, request)
             commit = publish_with_retries(
                 hub, settings, repo_id, folder=job["artifact"], message=f"hubtune fine-tuning job {job_id}",
-                branch=branch, private=private, on_retry=lambda text: lease.write(text, level="warning"),
+                branch=branch, private=private, on_retry=lambda text: lease.write(text, level=WARN),
             )
     except LeaseLost:
         log.info("publish %s: lease lost (cancelled); stopping", job_id)
@@ -371,6 +371,6 @@ def run_push_checkpoint(job_id: str) -> None:
                                           branch=branch, private=request.hub.private)
             text, level = f"Checkpoint at step {newest.step} pushed to {repo_id}@{branch} ({commit})", "info"
         except Exception as exc:  # noqa: BLE001 - training goes on either way
-            text, level = f"Could not push the checkpoint at step {newest.step} to the hub: {exc}", "warning"
+            text, level = f"Could not push the checkpoint at step {newest.step} to the hub: {exc}", WARN
     with session_scope() as session:
         add_event(session, job_id, text, level=level, data={"step": newest.step, "branch": branch})
