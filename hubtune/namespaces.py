@@ -109,7 +109,8 @@ def has_hub_credential(session: Session, owner: str) -> bool:
 
 def owner_hub_token(session: Session, settings: Settings, owner: str) -> str | None:
     """The owner's newest stored hub token, decrypted; None when they stored none (then the server's
-    own access is used, under the rules above)."""
+    own access is used, under the rules above). Two stored in the same clock tick: the later id wins
+    (ids sort by creation, hubtune.ids), so every reader picks the same one."""
     from hubtune.crypto import decrypt
 
     stored = session.execute(
@@ -117,6 +118,16 @@ def owner_hub_token(session: Session, settings: Settings, owner: str) -> str | N
         .order_by(HubCredential.created_at.desc(), HubCredential.id.desc()).limit(1)
     ).scalar_one_or_none()
     return decrypt(settings, stored) if stored is not None else None
+
+
+def hub_token_for(session: Session, settings: Settings, owner: str) -> tuple[str | None, bool]:
+    """(the token to reach the hub as `owner`, True when it is the server's own access). The one way
+    the worker (worker/hub.py), the API (server/hub_models.py) and hub triggers pick a hub token: the
+    owner's newest stored one, else the server's HUBTUNE_HUB_TOKEN (None: the hub's anonymous access)."""
+    token = owner_hub_token(session, settings, owner)
+    if token is not None:
+        return token, False
+    return (settings.hub_token.get_secret_value() if settings.hub_token else None), True
 
 
 def parse_namespaces(values: Iterable[str]) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from hubtune.models import ApiKey
-from hubtune.namespaces import Rights, may_see, owner_hub_token
+from hubtune.namespaces import Rights, hub_token_for, may_see
 from hubtune.settings import Settings
 from plugin import Hub, VisibleOnly, make_hub
 from plugin.base import EntryNotFound
@@ -37,11 +37,10 @@ def hub_for_key(session: Session, settings: Settings, key: ApiKey) -> Hub:
     """The hub as the key's owner sees it, as the worker builds it (worker/hub.py, which the server may not
     import): their newest stored credential, else the server's token showing only what the key may see
     (another owner's private repo answers exactly as a missing one: hubtune.namespaces)."""
-    token = owner_hub_token(session, settings, key.owner)
+    token, servers = hub_token_for(session, settings, key.owner)
     hub = make_hub(backend=settings.hub_backend, hub_dir=settings.resolved_hub_dir, endpoint=settings.hub_endpoint,
-                   token=token or (settings.hub_token.get_secret_value() if settings.hub_token else None),
-                   cache_dir=settings.hub_cache_dir)
-    if token is not None:
+                   token=token, cache_dir=settings.hub_cache_dir)
+    if not servers:
         return hub  # the owner's own token: the hub decides what they see
     rights = Rights.of(key)
     return VisibleOnly(hub, may_see=lambda repo_id, private: may_see(rights, repo_id, private=private))

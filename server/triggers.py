@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from hubtune.errors import JobError
 from hubtune.jobs import check_hub_repo
 from hubtune.models import ApiKey, HubDelivery, Trigger, now
-from hubtune.namespaces import owner_hub_token
+from hubtune.namespaces import hub_token_for
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
 from plugin.datasets import is_dataset_ref, parse_dataset_ref
@@ -97,7 +97,7 @@ def _changed_paths(session: Session, settings: Settings, trigger: Trigger, old: 
     from plugin.errors import HubError
 
     hub = make_hub(backend=settings.hub_backend, hub_dir=settings.resolved_hub_dir, endpoint=settings.hub_endpoint,
-                   token=_owner_token(session, settings, trigger.owner), cache_dir=settings.hub_cache_dir)
+                   token=hub_token_for(session, settings, trigger.owner)[0], cache_dir=settings.hub_cache_dir)
     try:
         before = hub.files(trigger.repo_id, revision=old, repo_type="dataset")
         after = hub.files(trigger.repo_id, revision=new, repo_type="dataset")
@@ -115,8 +115,3 @@ def _trigger_key(session: Session, trigger: Trigger) -> ApiKey:
     if key is None and trigger.key_id:  # deleted since: as good as revoked
         return ApiKey(owner=trigger.owner, is_admin=False, namespaces=[], revoked_at=now())
     return key or ApiKey(owner=trigger.owner, is_admin=False, namespaces=[])
-
-
-def _owner_token(session: Session, settings: Settings, owner: str) -> str | None:
-    token = owner_hub_token(session, settings, owner)
-    return token if token is not None else (settings.hub_token.get_secret_value() if settings.hub_token else None)

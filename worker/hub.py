@@ -24,14 +24,12 @@ def owner_hub(settings: Settings, owner: str) -> tuple[Hub, bool]:
     The token is read from the database here, at run time, so it never travels in a task message.
     """
     from hubtune.db import session_scope
-    from hubtune.namespaces import owner_hub_token
+    from hubtune.namespaces import hub_token_for
 
     with session_scope() as session:
-        token = owner_hub_token(session, settings, owner)
-    if token is None:
-        return hub_from_settings(settings), True
+        token, servers = hub_token_for(session, settings, owner)
     return make_hub(backend=settings.hub_backend, hub_dir=settings.resolved_hub_dir, endpoint=settings.hub_endpoint,
-                    token=token, cache_dir=settings.hub_cache_dir), False
+                    token=token, cache_dir=settings.hub_cache_dir), servers
 
 
 def hub_for_owner(settings: Settings, owner: str) -> Hub:
