@@ -154,7 +154,7 @@ def create_and_prepare(env, key: str, rows: list[dict], **body) -> str:
                         json={"model": "acme/minilm", "training_file": file_id, **body})
     assert r.status_code == 200, r.text
     job_id = r.json()["id"]
-    run_prepare(job_id)
+    run_prepare(job_id, get_settings())
     return job_id
 
 
@@ -189,8 +189,8 @@ def train_and_publish(env, job_id: str) -> dict:
     from worker.publish import run_publish
     from worker.train import run_train
 
-    run_train(job_id)
-    run_publish(job_id)
+    run_train(job_id, get_settings())
+    run_publish(job_id, get_settings())
     with env.session() as s:
         job = s.get(Job, job_id)
         return {"status": job.status, "error": job.error, "result": job.result,
