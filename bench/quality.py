@@ -100,7 +100,10 @@ def run_hubtune(task: Task, seed: int, work: Path, *, learning_rate: float | Non
     seconds = time.monotonic() - began
     model, tokenizer = load_for_inference(model_dir=plan.model_dir, adapter_dir=plan.output_dir, task=task.kind)
     hp = {k: v for k, v in plan.hyperparameters.items()}
+    search = result.search or {}
     return {"hyperparameters": hp, "steps": result.steps, "seconds": round(seconds, 1),
+            "search": {k: search.get(k) for k in ("ran", "reason", "trials", "chosen", "seconds",
+                                                  "slice_examples", "trial_steps", "planned_steps")},
             **score(task, model, tokenizer)}
 
 
@@ -145,6 +148,7 @@ def run_task(name: str, seed: int, runs: set[str], work: Path, lrs: list[float] 
         out["auto"] = run_hubtune(task, seed, work)
         print(f"  {name} seed {seed} hubtune auto {out['auto']['hyperparameters']}: "
               f"{_metric(task, out['auto'])} ({out['auto']['seconds']} s)", flush=True)
+        print(f"    search: {out['auto']['search']}", flush=True)
     if "search_off" in runs:
         lr = hubtune_plan(task, seed, work).hyperparameters["learning_rate"]
         out["search_off"] = run_hubtune(task, seed, work, learning_rate=lr)

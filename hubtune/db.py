@@ -58,10 +58,6 @@ def _forget_inherited_connections() -> None:
 os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
-def get_engine() -> Engine:
-    return engine_for(get_settings().resolved_database_url)
-
-
 @lru_cache(maxsize=8)
 def _factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=engine_for(url), expire_on_commit=False)

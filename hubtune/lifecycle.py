@@ -231,10 +231,6 @@ def fenced_event(
     add_event(session, job_id, message, level=level, type=type, data=data)
 
 
-def is_terminal(status: str) -> bool:
-    return Status(status) in TERMINAL
-
-
 def hand_over(session: Session, job_id: str, *, token: int, stage: Stage, message: str,
               data: dict[str, Any] | None = None, **fields: Any) -> None:
     """End this lease and leave the running job at `stage` for the next task to claim.

@@ -11,12 +11,9 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from hubtune.models import Job
+from hubtune.queue import NOTIFY, TASK_QUEUES, get_celery
 
 log = logging.getLogger(__name__)
-NOTIFY = "hubtune.notify"
-PUSH_CHECKPOINT = "hubtune.push_checkpoint"
-# Both run on the CPU queue that publishes (hubtune.queue.PUBLISH_QUEUE).
-QUEUE = "publish"
 _PENDING = "hubtune_notifications"
 
 
@@ -36,12 +33,10 @@ def _send(session: Session) -> None:
     pending = session.info.pop(_PENDING, [])
     if not pending:
         return
-    from hubtune.queue import get_celery
-
     app = session.info.get("hubtune_celery") or get_celery()
     for task, job_id in pending:
         try:
-            app.send_task(task, args=[job_id], queue=QUEUE)
+            app.send_task(task, args=[job_id], queue=TASK_QUEUES[task])
         except Exception:  # noqa: BLE001 - see the module docstring
             log.exception("could not queue %s for job %s", task, job_id)
 

@@ -1,4 +1,4 @@
-"""Queue wiring: the Celery app, task names, queues, and doorbells rung only after commit.
+"""Queue wiring: the Celery app, the one table of tasks and their queues, and doorbells rung only after commit.
 
 The server sends tasks by name; only worker/ defines them, so the API process never imports torch.
 """
@@ -16,11 +16,24 @@ from hubtune.settings import Settings, get_settings
 PREPARE = "hubtune.prepare"
 TRAIN = "hubtune.train"
 PUBLISH = "hubtune.publish"
+NOTIFY = "hubtune.notify"
+PUSH_CHECKPOINT = "hubtune.push_checkpoint"
 
 PREPARE_QUEUE = "prepare"
 PUBLISH_QUEUE = "publish"
 DEFAULT_TRAIN_QUEUE = "train"
 ALL_QUEUES = (PREPARE_QUEUE, DEFAULT_TRAIN_QUEUE, PUBLISH_QUEUE)
+
+# Every task and the queue it runs on. Train has no fixed queue: prepare routes each job to the training
+# queue its memory estimate fits (hubtune.routing), and the doorbell names that queue. Notifications and
+# checkpoint pushes are short CPU work, so they share the publish queue.
+TASK_QUEUES: dict[str, str | None] = {
+    PREPARE: PREPARE_QUEUE,
+    TRAIN: None,
+    PUBLISH: PUBLISH_QUEUE,
+    NOTIFY: PUBLISH_QUEUE,
+    PUSH_CHECKPOINT: PUBLISH_QUEUE,
+}
 
 
 def _transport_options(settings: Settings) -> dict:
@@ -56,10 +69,18 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),
         task_default_queue=PREPARE_QUEUE,
-        task_routes={PREPARE: {"queue": PREPARE_QUEUE}, PUBLISH: {"queue": PUBLISH_QUEUE}},
+        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items() if queue},
         task_create_missing_queues=True,
     )
+    # The worker's tasks read their settings from the app that runs them (settings_of), as the server's
+    # routes read theirs from the server app: one place builds them, the code under it takes them as given.
+    app.hubtune_settings = settings
     return app
+
+
+def settings_of(app: Celery) -> Settings:
+    """The settings `app` was made from (make_celery)."""
+    return app.hubtune_settings
 
 
 @lru_cache(maxsize=1)

@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Auto = Literal["auto"]
-TASKS = ("sequence_classification", "causal_lm")
 
 
 class StrictModel(BaseModel):

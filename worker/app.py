@@ -1,4 +1,8 @@
-"""Entry point for `celery -A worker.app worker`: the shared Celery app with hubtune's tasks registered."""
+"""Entry point for `celery -A worker.app worker`: the shared Celery app with hubtune's tasks registered.
+
+The app is made from the process settings and carries them (hubtune.queue.settings_of): the tasks and
+the worker's signal handlers take theirs from it and pass them down, as the server's routes take theirs
+from the server app, so the worker's modules never read the environment themselves."""
 
 from hubtune.queue import get_celery
 

@@ -127,7 +127,8 @@ class JobHooks:
 
 def _ring_checkpoint_push(session, job_id: str) -> None:
     """hub.push_checkpoints: the publish queue pushes the new checkpoint to the checkpoint branch."""
-    from hubtune.notifications import PUSH_CHECKPOINT, ring_soft
+    from hubtune.notifications import ring_soft
+    from hubtune.queue import PUSH_CHECKPOINT
 
     spec = session.execute(select(Job.spec).where(Job.id == job_id)).scalar_one_or_none() or {}
     if (spec.get("hub") or {}).get("push_checkpoints"):

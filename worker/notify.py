@@ -24,7 +24,7 @@ from hubtune.db import session_scope
 from hubtune.destinations import DestinationRefused, check_url
 from hubtune.lifecycle import TERMINAL, Status
 from hubtune.models import Job, Notification, now
-from hubtune.settings import Settings, get_settings
+from hubtune.settings import Settings
 
 log = logging.getLogger(__name__)
 SECRET_FILE = "webhook.secret"
@@ -44,8 +44,7 @@ def sign(secret: str, *, webhook_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def run_notify(job_id: str) -> None:
-    settings = get_settings()
+def run_notify(job_id: str, settings: Settings) -> None:
     prepared = _prepare(job_id)
     if prepared is None:
         return

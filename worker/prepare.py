@@ -18,7 +18,7 @@ from hubtune.lifecycle import Stage, Status, add_event, transition
 from hubtune.models import File, Job, now
 from hubtune.namespaces import may_see, rights_for
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, TRAIN, ring
-from hubtune.settings import get_settings
+from hubtune.settings import Settings
 from hubtune.spec import JobRequest
 from hubtune.storage import Storage
 from plugin import VisibleOnly, is_dataset_ref, parse_dataset_ref, split_model_ref
@@ -33,13 +33,14 @@ class PrepareError(JobError):
     """A job prepare refuses (a file, model or dataset it cannot use, no worker that fits)."""
 
 
-def run_prepare(job_id: str) -> None:
+def run_prepare(job_id: str, settings: Settings) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None or job.status != Status.VALIDATING_FILES.value:
             return
         request = JobRequest.model_validate(job.spec)
-        files = _file_paths(session, job)
+        storage = Storage(settings.storage_dir)
+        files = _file_paths(session, job, storage)
         owner = job.owner
         rights = rights_for(session, key_id=job.key_id, owner=owner)
         job.stage = Stage.PREPARING.value
@@ -47,11 +48,11 @@ def run_prepare(job_id: str) -> None:
         # prepare is harmless anyway: the move to queued below is guarded, so only one of them rings train.
         job.updated_at = now()
     try:
-        hub, server_access = owner_hub(get_settings(), owner)
+        hub, server_access = owner_hub(settings, owner)
         if server_access:  # another owner's private repo must look missing (hubtune.namespaces)
             hub = VisibleOnly(hub, may_see=lambda repo_id, private: may_see(rights, repo_id, private=private))
-        pinned = _pull_datasets(hub, files)
-        outcome = _prepare(job_id, request, files, hub)
+        pinned = _pull_datasets(hub, storage, files)
+        outcome = _prepare(job_id, request, files, hub, settings)
         outcome.update(pinned)
     except Exception as exc:  # any failure here is the job's, never the worker's
         log.warning("prepare %s failed: %s", job_id, exc)
@@ -72,9 +73,8 @@ def run_prepare(job_id: str) -> None:
             ring(session, TRAIN, job_id, queue=outcome["queue"])
 
 
-def _file_paths(session, job: Job) -> dict[str, tuple[str, Path | None]]:
+def _file_paths(session, job: Job, storage: Storage) -> dict[str, tuple[str, Path | None]]:
     """param -> (file id, path); the path is None when the file was deleted since the job was created."""
-    storage = Storage(get_settings().storage_dir)
     paths = {}
     for param, file_id in (("training_file", job.training_file), ("validation_file", job.validation_file)):
         if file_id is None:
@@ -88,7 +88,8 @@ def _file_paths(session, job: Job) -> dict[str, tuple[str, Path | None]]:
     return paths
 
 
-def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]], hub) -> dict[str, Any]:
+def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]], hub,
+             settings: Settings) -> dict[str, Any]:
     from worker.engine.data import check_validation, data_report, load_examples
     from worker.engine.evaluate import split_record
     from worker.engine.verdict import split_warnings
@@ -105,7 +106,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
         check_validation(train, valid)
     _check_method(request, task=train.task)
     check_training_options(request.training, task=train.task, labels=train.labels)
-    model_dir, revision = _pull_model(request.model, hub)
+    model_dir, revision = _pull_model(request.model, hub, settings)
     tokenizer = cached_tokenizer(model_dir, revision=revision)  # read-only here: kept warm per commit
     report = data_report(train, tokenizer=tokenizer, max_seq_length=request.training.max_seq_length)
     # Without a validation file the trainer evaluates on a seeded held-out split: record which lines.
@@ -121,7 +122,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     spec["task"] = train.task
     return {
         "spec": spec, "model_revision": revision, "hyperparameters": hyper, "data_report": report,
-        "queue": _route(job_id, request, model_dir=model_dir, train=train), "stage": None,
+        "queue": _route(job_id, request, model_dir=model_dir, train=train, settings=settings), "stage": None,
     }
 
 
@@ -134,7 +135,7 @@ def _check_method(request: JobRequest, *, task: str) -> None:
     get_method(request.tuning.type).check(request.tuning, task=task, device=None)
 
 
-def _pull_model(model_ref: str, hub) -> tuple[Path, str]:
+def _pull_model(model_ref: str, hub, settings: Settings) -> tuple[Path, str]:
     repo_id, revision = split_model_ref(model_ref)
     try:
         sha = hub.resolve(repo_id, revision=revision)
@@ -145,7 +146,7 @@ def _pull_model(model_ref: str, hub) -> tuple[Path, str]:
     except HubError as exc:
         raise PrepareError(exc.code, f"could not download model {model_ref!r}: {exc}", "model")
     _check_safetensors(folder, model_ref)
-    _check_remote_code(folder, repo_id)
+    _check_remote_code(folder, repo_id, settings)
     return folder, sha
 
 
@@ -159,7 +160,7 @@ def _check_safetensors(folder: Path, model_ref: str) -> None:
                            f"{', '.join(pickles[:3])}; hubtune loads safetensors only", "model")
 
 
-def _check_remote_code(folder: Path, repo_id: str) -> None:
+def _check_remote_code(folder: Path, repo_id: str, settings: Settings) -> None:
     """A model that needs its own Python code (config auto_map) runs only when the server allows its repo."""
     import json
 
@@ -168,15 +169,14 @@ def _check_remote_code(folder: Path, repo_id: str) -> None:
         needs_code = bool(json.loads(config.read_text()).get("auto_map")) if config.is_file() else False
     except (ValueError, OSError):
         needs_code = False
-    if needs_code and not get_settings().trusts_remote_code(repo_id):
+    if needs_code and not settings.trusts_remote_code(repo_id):
         raise PrepareError("remote_code_not_allowed", f"model '{repo_id}' needs custom code (trust_remote_code), "
                            "which this server allows only for the repos in HUBTUNE_TRUST_REMOTE_CODE_REPOS", "model")
 
 
-def _pull_datasets(hub, files: dict[str, tuple[str, Path | None]]) -> dict[str, Any]:
+def _pull_datasets(hub, storage: Storage, files: dict[str, tuple[str, Path | None]]) -> dict[str, Any]:
     """Download every hub dataset file at a commit, copy it into storage under its pinned reference
     (hf://datasets/org/name@<commit>/path), and point `files` at it. Returns the job fields to set."""
-    storage = Storage(get_settings().storage_dir)
     fields: dict[str, Any] = {}
     revisions: dict[str, Any] = {}
     for param, (ref, _) in list(files.items()):
@@ -223,7 +223,7 @@ def job_tmp_suffix() -> str:
     return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _route(job_id: str, request: JobRequest, *, model_dir: Path, train) -> str:
+def _route(job_id: str, request: JobRequest, *, model_dir: Path, train, settings: Settings) -> str:
     """The training queue whose live workers fit the job's memory estimate (hubtune.routing); a job
     that no live worker fits fails with what would fit. The choice and why become an event."""
     import json
@@ -237,7 +237,7 @@ def _route(job_id: str, request: JobRequest, *, model_dir: Path, train) -> str:
             # The estimate endpoint's figure for this body (hubtune.estimator.estimate_request): the one
             # fact added from the data is the task, when the request leaves it to the columns.
             route = route_request(
-                session, request=request, config=config, heartbeat_seconds=get_settings().heartbeat_seconds,
+                session, request=request, config=config, heartbeat_seconds=settings.heartbeat_seconds,
                 task=train.task,
             )
     except (EstimateError, OSError, ValueError) as exc:

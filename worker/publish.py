@@ -20,7 +20,7 @@ from hubtune.db import session_scope
 from hubtune.lifecycle import CLAIMED_BY, HANDED_TO, WARN, LeaseLost, Stage, Status, claim_stage, transition
 from hubtune.models import Job, JobEvent, WorkerRecord
 from hubtune.namespaces import NamespaceRefused, Rights, rights_for, write_refusal
-from hubtune.settings import Settings, get_settings
+from hubtune.settings import Settings
 from hubtune.spec import JobRequest
 from hubtune.step_events import SERIES_TYPES
 from plugin import Hub, parse_dataset_ref, read_card_metadata, render_model_card, split_model_ref
@@ -38,8 +38,7 @@ CHECKPOINT_SKIP = ("optimizer.pt", "scheduler.pt", "rng_state", "trainer_state.j
                    "scaler.pt")
 
 
-def run_publish(job_id: str) -> None:
-    settings = get_settings()
+def run_publish(job_id: str, settings: Settings) -> None:
     with session_scope() as session:
         token = claim_stage(session, job_id, stage=Stage.PUBLISHING, owner=worker_name(),
                             lease_seconds=settings.lease_seconds)
@@ -47,7 +46,7 @@ def run_publish(job_id: str) -> None:
             return
         job = _snapshot(session, job_id)
     request = JobRequest.model_validate(job["spec"])
-    repo_id = target_repo(request, owner=job["owner"], job_id=job_id)
+    repo_id = target_repo(request, owner=job["owner"], job_id=job_id, namespace=settings.hub_namespace)
     branch = request.hub.branch if request.hub else "main"
     private = request.hub.private if request.hub else True
     try:
@@ -124,11 +123,12 @@ def _hub_allowed(settings: Settings, owner: str, rights: Rights, request: JobReq
     return hub
 
 
-def target_repo(request: JobRequest, *, owner: str, job_id: str) -> str:
-    """The request's hub.repo_id, else `<namespace>/<model name>-<suffix or job id>`."""
+def target_repo(request: JobRequest, *, owner: str, job_id: str, namespace: str | None) -> str:
+    """The request's hub.repo_id, else `<namespace>/<model name>-<suffix or job id>`; the namespace is
+    the server's hub_namespace setting when set, else the owner."""
     if request.hub and request.hub.repo_id:
         return request.hub.repo_id
-    namespace = get_settings().hub_namespace or owner
+    namespace = namespace or owner
     base = split_model_ref(request.model)[0].split("/")[-1]
     name = f"{base}-{request.suffix or job_id}"
     return f"{_slug(namespace)}/{_slug(name)}"[:96]
@@ -339,7 +339,7 @@ def _point_adapter_at_hub(folder: Path, base_model: str, revision: str | None) -
 # --- checkpoints pushed while training ---------------------------------------------------------------
 
 
-def run_push_checkpoint(job_id: str) -> None:
+def run_push_checkpoint(job_id: str, settings: Settings) -> None:
     """Push the job's newest checkpoint (weights and configs, not optimizer state) to hub.checkpoint_branch
     as checkpoint-<step>/. Best effort: a failed push is an event, never the job's failure."""
     import shutil
@@ -348,7 +348,6 @@ def run_push_checkpoint(job_id: str) -> None:
     from hubtune.lifecycle import add_event
     from hubtune.models import Checkpoint
 
-    settings = get_settings()
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -360,7 +359,8 @@ def run_push_checkpoint(job_id: str) -> None:
         rights = rights_for(session, key_id=job.key_id, owner=owner)
     if not (request.hub and request.hub.push_checkpoints) or newest is None or not Path(newest.path).is_dir():
         return
-    repo_id, branch = target_repo(request, owner=owner, job_id=job_id), request.hub.checkpoint_branch
+    repo_id = target_repo(request, owner=owner, job_id=job_id, namespace=settings.hub_namespace)
+    branch = request.hub.checkpoint_branch
     with tempfile.TemporaryDirectory(prefix=f"push-{job_id}-") as tmp:
         staged = Path(tmp) / f"checkpoint-{newest.step}"
         shutil.copytree(newest.path, staged, ignore=lambda d, names: [n for n in names if n.startswith(CHECKPOINT_SKIP)])

@@ -15,7 +15,7 @@ from sqlalchemy import delete
 
 from hubtune.db import session_scope
 from hubtune.models import WorkerRecord, now
-from hubtune.settings import get_settings
+from hubtune.queue import get_celery, settings_of
 
 log = logging.getLogger(__name__)
 _state: dict = {"id": None, "stop": threading.Event(), "job": None}
@@ -89,8 +89,7 @@ def set_current_job(job_id: str | None) -> None:
         log.exception("could not record the current job")
 
 
-def _beat() -> None:
-    interval = get_settings().heartbeat_seconds
+def _beat(interval: float) -> None:
     while not _state["stop"].wait(interval):
         try:
             with session_scope() as session:
@@ -118,7 +117,9 @@ def _register(sender=None, **_kwargs) -> None:
                                    resources=with_gpu_usage(detect_resources()), started_at=now(),
                                    last_heartbeat=now()))
     _state["id"] = worker_id
-    threading.Thread(target=_beat, name="worker-heartbeat", daemon=True).start()
+    # The consumer's app carries the worker's settings; without a sender, the process's app does.
+    interval = settings_of(sender.app if sender else get_celery()).heartbeat_seconds
+    threading.Thread(target=_beat, args=(interval,), name="worker-heartbeat", daemon=True).start()
 
 
 @signals.worker_shutdown.connect

@@ -13,7 +13,7 @@ from hubtune.db import session_scope
 from hubtune.lifecycle import LeaseLost, Stage, Status, claim_next, hand_over, release_stopped, transition
 from hubtune.models import Job
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, PUBLISH, ring
-from hubtune.settings import get_settings
+from hubtune.settings import Settings
 from hubtune.spec import JobRequest
 from hubtune.storage import Storage
 from plugin import split_model_ref
@@ -30,10 +30,9 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_train(hint_job_id: str) -> None:
+def run_train(hint_job_id: str, settings: Settings) -> None:
     """The doorbell names a job, but only as a hint that its queue has work: claim the best queued job
     of that queue (priority, age, owners' running limits). A duplicate doorbell then claims nothing."""
-    settings = get_settings()
     with session_scope() as session:
         queue = session.execute(select(Job.queue).where(Job.id == hint_job_id)).scalar_one_or_none()
         claimed = claim_next(session, queue or DEFAULT_TRAIN_QUEUE, owner=worker_name(),
@@ -46,7 +45,7 @@ def run_train(hint_job_id: str) -> None:
     try:
         with Lease(job_id, token, lease_seconds=settings.lease_seconds,
                    heartbeat_seconds=settings.heartbeat_seconds) as lease:
-            _train_and_hand_over(job_id, lease)
+            _train_and_hand_over(job_id, lease, settings)
     except LeaseLost:
         log.info("job %s: lease lost (cancelled or taken over); stopping", job_id)
     except Exception as exc:
@@ -71,11 +70,10 @@ def _check_device(request: JobRequest) -> None:
     get_method(request.tuning.type).check(request.tuning, task=request.task, device=device)
 
 
-def _train_and_hand_over(job_id: str, lease: Lease) -> None:
+def _train_and_hand_over(job_id: str, lease: Lease, settings: Settings) -> None:
     from worker.engine.trainer import TrainPlan, train
     from worker.engine.verdict import BELOW_BASELINE, quality_warnings
 
-    settings = get_settings()
     storage = Storage(settings.storage_dir)
     with session_scope() as session:
         job = session.get(Job, job_id)

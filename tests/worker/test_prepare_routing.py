@@ -60,7 +60,7 @@ def add_gpu_worker(env, *, memory_bytes: int, queue: str) -> None:
 def prepared(env, job_id: str) -> tuple[Job, list[JobEvent]]:
     from worker.prepare import run_prepare
 
-    run_prepare(job_id)
+    run_prepare(job_id, get_settings())
     with env.session() as s:
         job = s.get(Job, job_id)
         events = s.execute(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).scalars().all()

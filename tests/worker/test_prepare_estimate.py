@@ -50,7 +50,7 @@ def prepare_routed(env, key: str, body: dict) -> dict:
     r = env.client.post("/v1/fine_tuning/jobs", headers=auth(key), json=body)
     assert r.status_code == 200, r.text
     job_id = r.json()["id"]
-    run_prepare(job_id)
+    run_prepare(job_id, get_settings())
     with env.session() as s:
         job = s.get(Job, job_id)
         assert job.status == "queued", job.error
