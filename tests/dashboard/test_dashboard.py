@@ -117,6 +117,9 @@ def _failed_publish_job(env) -> str:
         for step in (1, 2, 3, 4):
             s.add(JobEvent(job_id=job_id, type="metrics", message=f"Step {step}/4",
                            data={"step": step, "total_steps": 4, "train_loss": 1.0 / step}))
+        # A warning as hubtune writes it, and one from a row written before the levels were unified.
+        s.add(JobEvent(job_id=job_id, level="warn", message="Publishing failed (502); retrying in 1 s"))
+        s.add(JobEvent(job_id=job_id, level="warning", message="Publisher p-1 lost; publishing again"))
         s.commit()
     return job_id
 
@@ -135,6 +138,11 @@ def _failed_publish_detail(env) -> None:
         assert page.locator("#samples-table b, #samples-table script").count() == 0
         assert page.evaluate("window.pwned") is None
         assert "hub_auth_error" in page.inner_text("#job-error")
+        # Warnings stand out in the event log, whichever spelling the row has (the API answers "warn").
+        warned = page.locator("#event-log .lvl-warn")
+        _until(lambda: warned.count() == 2, what="both warnings in the log")
+        colours = {warned.nth(i).evaluate("e => getComputedStyle(e).color") for i in range(2)}
+        assert colours == {"rgb(201, 138, 18)"}  # --warn in style.css
         # Retry publish is offered; with no artifact kept the server says why, and the page shows it.
         page.click('#actions button[data-action="publish"]')
         _until(lambda: page.inner_text("#action-note").strip(), what="the retry-publish answer")
