@@ -88,6 +88,9 @@ JOB_ERROR_STATUS: dict[str, tuple[int, dict[str, str] | None]] = {
     # `x-should-retry: false`: the limit lifts only when one of the owner's jobs starts, not in the
     # seconds a client would wait.
     "too_many_queued_jobs": (429, {"Retry-After": str(QUEUED_LIMIT_RETRY_AFTER), "x-should-retry": "false"}),
+    # The operator's to fix (HUBTUNE_SECRET_KEY differs between machines): logged, and the client gets
+    # the plain 500 of any server fault. A job failing on it keeps the code (worker/failures.py).
+    "secret_unreadable": (500, None),
 }
 
 
@@ -208,8 +211,11 @@ async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
     )
 
 
-async def _job_error(_request: Request, exc: JobError) -> JSONResponse:
-    return await _api_error(_request, from_job_error(exc))
+async def _job_error(request: Request, exc: JobError) -> JSONResponse:
+    error = from_job_error(exc)
+    if error.status_code >= 500:
+        return await _unexpected(request, exc)
+    return await _api_error(request, error)
 
 
 async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
