@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_DATA = ROOT / "hubtune" / "demo_data"
+DEMO_DATA = ROOT / "cli" / "demo_data"
 
 # name: (hidden, layers, heads, kv heads, intermediate)
 LLAMA_SIZES = {

@@ -39,7 +39,8 @@ def processes_of_run(run: str) -> dict[int, str]:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue  # gone meanwhile, or not ours to read
-        if marker in environ and ("hubtune" in cmdline or "celery" in cmdline):
+        # `python -m cli ...` (the tests' hubtune_cmd, and `hubtune up`'s workers) names neither.
+        if marker in environ and ("hubtune" in cmdline or "celery" in cmdline or " -m cli " in f"{cmdline} "):
             found[pid] = cmdline
     return found
 

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from hubtune.cli.embedded import WORKER_STOP_SECONDS
+from cli.embedded import WORKER_STOP_SECONDS
 from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
 from tests.support.faults import FAST
 from tests.support.services import redis_url

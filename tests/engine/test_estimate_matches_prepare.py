@@ -61,7 +61,7 @@ def prepare_routed(env, key: str, body: dict) -> dict:
 
 
 def quick_start_file() -> bytes:
-    return resources.files("hubtune").joinpath("demo_data/tickets_train.jsonl").read_bytes()
+    return resources.files("cli").joinpath("demo_data/tickets_train.jsonl").read_bytes()
 
 
 @pytest.mark.parametrize("case", ["quick-start classification", "chat on a decoder"])
