@@ -29,7 +29,7 @@ WORDS = ("the service request account billing invoice password dashboard export 
 
 
 def minilm_dir() -> Path:
-    from tests.fixtures.tiny_models import minilm_dir as _minilm_dir
+    from testkit.tiny_models import minilm_dir as _minilm_dir
 
     return _minilm_dir()
 

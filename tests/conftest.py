@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from tests.support.stack import live_pids
+from testkit.stack import live_pids
 
 RUN_VARIABLE = "HUBTUNE_TEST_RUN"
 # A worker or `hubtune up` that is being stopped as the run ends may take this long (worker/shutdown.py).

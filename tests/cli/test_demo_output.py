@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.support.stack import Stack, upload, wait_for
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.stack import Stack, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 

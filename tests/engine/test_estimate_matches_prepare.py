@@ -15,7 +15,7 @@ from hubtune.models import Job, JobEvent, WorkerRecord
 from hubtune.queue import get_celery
 from hubtune.settings import get_settings
 from plugin import LocalHub
-from tests.fixtures.tiny_models import write_chat_jsonl
+from testkit.tiny_models import write_chat_jsonl
 from tests.server.apitest_helpers import auth, make_env, upload
 
 ESTIMATE_FIELDS = ("total_bytes", "batch_size", "seq_len", "task", "precision")

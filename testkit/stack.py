@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from cli.embedded import worker_layout
-from tests.support.services import free_port
+from testkit.services import free_port
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
