@@ -14,6 +14,7 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/hub
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY hubtune ./hubtune
+COPY cli ./cli
 COPY server ./server
 COPY worker ./worker
 COPY plugin ./plugin

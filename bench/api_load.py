@@ -79,8 +79,8 @@ def cases(file_id: str, job_ids: list[str]):
 
 @contextlib.contextmanager
 def server(url: str, data_dir: Path, broker: str):
-    from tests.support.services import free_port
-    from tests.support.stack import hubtune_cmd
+    from testkit.services import free_port
+    from testkit.stack import hubtune_cmd
 
     port = free_port()
     env = {**os.environ, "HUBTUNE_DATABASE_URL": url, "HUBTUNE_DATA_DIR": str(data_dir),
@@ -146,7 +146,7 @@ def run(name: str, url: str, broker: str, *, jobs: int, requests: int, concurren
 
 def run_all(*, jobs: int, requests: int, concurrency: int, only: str | None) -> dict:
     from hubtune.migrate import upgrade
-    from tests.support.services import postgres_database
+    from testkit.services import postgres_database
 
     results = {}
     if only in (None, "postgres"):

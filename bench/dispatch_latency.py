@@ -44,7 +44,7 @@ def job_times(db_url: str, job_id: str) -> dict:
 
 
 def measure(stack, key: str, db_url: str, *, jobs: int, data: Path) -> list[dict]:
-    from tests.support.stack import upload
+    from testkit.stack import upload
 
     client = stack.client(key)
     file_id = upload(client, data)
@@ -76,7 +76,7 @@ def summarize(name: str, samples: list[dict]) -> dict:
 
 
 def run_all(*, jobs: int, only: str | None) -> dict:
-    from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
+    from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 
     python -m bench.faults [--runs 3] [--only sigkill,redis] [--json out.json]
 
-Every run uses the scenarios of tests/support/faults.py (the reliability tests' own): a private
+Every run uses the scenarios of testkit/faults.py (the reliability tests' own): a private
 PostgreSQL cluster and redis-server on spare loopback ports, a `hubtune server` with its sweeper,
 and `hubtune worker` processes that are SIGKILLed, frozen, or cut off from their services. Settings are
 the tests' quick ones (lease 5 s, heartbeat 1 s, sweep every 1 s, doorbells re-rung after 3 s), so the
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support import faults  # noqa: E402
+from testkit import faults  # noqa: E402
 
 SCENARIOS = {
     "sigkill": faults.sigkill_mid_training,

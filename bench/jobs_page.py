@@ -34,8 +34,8 @@ from hubtune.ids import _encode  # noqa: E402
 from hubtune.keys import create_key  # noqa: E402
 from hubtune.migrate import upgrade  # noqa: E402
 from hubtune.models import Job, JobEvent  # noqa: E402
-from tests.support.services import free_port, postgres_database  # noqa: E402
-from tests.support.stack import hubtune_cmd  # noqa: E402
+from testkit.services import free_port, postgres_database  # noqa: E402
+from testkit.stack import hubtune_cmd  # noqa: E402
 
 OWNERS = [f"team-{i}" for i in range(20)]
 MODELS = ["sentence-transformers/all-MiniLM-L6-v2", "tiny/bert", "tiny/llama", "HuggingFaceTB/SmolLM2-135M", "org/m"]

@@ -99,7 +99,7 @@ def estimate_for(spec: dict, *, cuda: bool):
 
 
 def model_dirs(tmp: Path) -> dict[str, Path]:
-    from tests.fixtures.tiny_models import make_tiny_bert, make_tiny_llama, minilm_dir
+    from testkit.tiny_models import make_tiny_bert, make_tiny_llama, minilm_dir
 
     return {"tiny_bert": make_tiny_bert(tmp / "tiny-bert"), "tiny_llama": make_tiny_llama(tmp / "tiny-llama"),
             "minilm": minilm_dir()}

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hubtune.spec import Hyperparameters, Training, Tuning  # noqa: E402
-from tests.fixtures.tiny_models import (  # noqa: E402
+from testkit.tiny_models import (  # noqa: E402
     make_tiny_bert, make_tiny_llama, write_classification_jsonl, write_completion_jsonl,
 )
 from worker.engine.hparams import resolve_hyperparameters  # noqa: E402

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.services import free_port, postgres_database
-from tests.support.stack import COMPOSE_WORKERS, Stack
+from testkit.services import free_port, postgres_database
+from testkit.stack import COMPOSE_WORKERS, Stack
 
 # Benches measure the service, not the rate limiter (helper B's setting; 0 = off).
 NO_LIMITS = {"HUBTUNE_RATE_LIMIT_PER_MINUTE": "0", "HUBTUNE_MAX_QUEUED_JOBS_PER_OWNER": "0",

@@ -100,7 +100,7 @@ def run_plain(w: Workload, out_dir: Path, *, seed: int = 42) -> dict:
 def hubtune_job(stack, client, db_url: str, w: Workload, *, files: dict, seed: int = 42) -> dict:
     """Submit ``w`` as a job over REST, follow it to succeeded; its time breakdown."""
     from bench.stacks import create_job, wait_status
-    from tests.support.stack import upload
+    from testkit.stack import upload
 
     for path in (w.train_file, w.valid_file):
         if path not in files:

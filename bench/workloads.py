@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_DATA = ROOT / "hubtune" / "demo_data"
+DEMO_DATA = ROOT / "cli" / "demo_data"
 
 # name: (hidden, layers, heads, kv heads, intermediate)
 LLAMA_SIZES = {
@@ -29,7 +29,7 @@ WORDS = ("the service request account billing invoice password dashboard export 
 
 
 def minilm_dir() -> Path:
-    from tests.fixtures.tiny_models import minilm_dir as _minilm_dir
+    from testkit.tiny_models import minilm_dir as _minilm_dir
 
     return _minilm_dir()
 

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from tests.support.stack import live_pids
+from testkit.stack import live_pids
 
 RUN_VARIABLE = "HUBTUNE_TEST_RUN"
 # A worker or `hubtune up` that is being stopped as the run ends may take this long (worker/shutdown.py).
@@ -39,7 +39,8 @@ def processes_of_run(run: str) -> dict[int, str]:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue  # gone meanwhile, or not ours to read
-        if marker in environ and ("hubtune" in cmdline or "celery" in cmdline):
+        # `python -m cli ...` (the tests' hubtune_cmd, and `hubtune up`'s workers) names neither.
+        if marker in environ and ("hubtune" in cmdline or "celery" in cmdline or " -m cli " in f"{cmdline} "):
             found[pid] = cmdline
     return found
 

@@ -10,7 +10,7 @@ from bench import api_load, dispatch_latency, gpu_throughput, training_overhead
 from bench.plain_peft import plain_train, steady_rate
 from bench.stacks import embedded, percentile
 from bench.workloads import causal_rows, make_llama, param_count, read_jsonl, write_jsonl
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
 
 
 def test_plain_script_and_hubtune_engine_train_the_same_tokens(tmp_path):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import free_port
-from tests.support.stack import hubtune_cmd
+from testkit.services import free_port
+from testkit.stack import hubtune_cmd
 
 
 def hubtune(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

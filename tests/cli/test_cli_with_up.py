@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.support.services import free_port
-from tests.support.stack import hubtune_cmd
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.services import free_port
+from testkit.stack import hubtune_cmd
 
 pytestmark = pytest.mark.e2e
 

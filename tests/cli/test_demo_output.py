@@ -1,4 +1,4 @@
-"""What `hubtune up --demo` prints while it follows its job (hubtune.cli.demo.follow and its summary),
+"""What `hubtune up --demo` prints while it follows its job (cli.demo.follow and its summary),
 against a real server and worker (embedded SQLite + file-system queue): to a pipe, plain lines with no
 carriage return or ANSI code, the final bar once and the run's timings as a table; on a terminal, the
 bar redrawn in place."""
@@ -11,15 +11,15 @@ import sys
 
 import pytest
 
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.support.stack import Stack, upload, wait_for
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.stack import Stack, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 
 # The demo's own code, in a process of its own so that its stdout is really a pipe (or a terminal).
 FOLLOW = """
 import sys, httpx
-from hubtune.cli.demo import _summary, follow
+from cli.demo import _summary, follow
 url, key, job_id = sys.argv[1:]
 client = httpx.Client(base_url=url + "/v1", headers={"Authorization": "Bearer " + key}, timeout=60)
 _summary(follow(client, job_id))

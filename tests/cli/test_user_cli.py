@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.support.stack import Stack, hubtune_cmd
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.stack import Stack, hubtune_cmd
 
 pytestmark = pytest.mark.e2e
 

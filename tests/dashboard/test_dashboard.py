@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.support import services
-from tests.support.services import postgres_database, redis_url
-from tests.support.stack import Stack, all_events, upload, wait_for
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit import services
+from testkit.services import postgres_database, redis_url
+from testkit.stack import Stack, all_events, upload, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hubtune.cli import build_parser
+from cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -41,5 +41,5 @@ def test_workers_split_the_queues():
 
 def test_dockerfile_copies_every_package():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("hubtune", "server", "worker", "plugin", "migrations"):
+    for package in ("hubtune", "cli", "server", "worker", "plugin", "migrations"):
         assert f"COPY {package} ./{package}" in dockerfile

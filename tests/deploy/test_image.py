@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hubtune.cli import build_parser
+from cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -171,7 +171,7 @@ def test_the_api_server_runs_where_torch_cannot_be_imported(tmp_path):
 
         sys.meta_path.insert(0, NoTrainingStack())
         from fastapi.testclient import TestClient
-        from hubtune.cli import build_parser
+        from cli import build_parser
         from hubtune.migrate import upgrade
         from hubtune.settings import Settings
         from server.app import create_app
@@ -202,7 +202,7 @@ def test_every_data_file_of_the_packages_is_installed():
     package_data = {name.strip(): ast.literal_eval(value.strip()) for name, value in
                     (line.split("=", 1) for line in table.splitlines() if "=" in line and not line.startswith("#"))}
     missing = []
-    for package in ("hubtune", "server", "worker", "plugin", "migrations"):
+    for package in ("hubtune", "cli", "server", "worker", "plugin", "migrations"):
         for path in (ROOT / package).rglob("*"):
             if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
                 continue

@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 from tests.e2e.checks import assert_loss_fell, assert_same_outputs, outputs_from_hub_by_repo_id
-from tests.fixtures.tiny_models import (
+from testkit.tiny_models import (
     make_tiny_bert, make_tiny_llama, write_chat_jsonl, write_classification_jsonl,
 )
 from tests.plugin.hubserver import HubServer
-from tests.support.services import postgres_database, redis_url
-from tests.support.stack import Stack, all_events, upload, wait_for
+from testkit.services import postgres_database, redis_url
+from testkit.stack import Stack, all_events, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 HUB_TOKEN = "hub-secret-token"

@@ -10,8 +10,8 @@ import pytest
 
 from plugin import LocalHub
 from tests.e2e.checks import assert_loss_fell, assert_same_outputs, outputs_from_local_adapter
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.support.stack import Stack, all_events, hubtune_cmd, upload, wait_for
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.stack import Stack, all_events, hubtune_cmd, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 

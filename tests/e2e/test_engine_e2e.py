@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from tests.fixtures.tiny_models import FILLER, NEGATIVE, POSITIVE, make_tiny_bert
-from tests.support.stack import Stack, all_events, upload, wait_for
+from testkit.tiny_models import FILLER, NEGATIVE, POSITIVE, make_tiny_bert
+from testkit.stack import Stack, all_events, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -16,10 +16,10 @@ from sqlalchemy import create_engine, select
 
 from hubtune.models import Job
 from tests.e2e.checks import assert_same_outputs, outputs_from_hub_by_repo_id
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
 from tests.plugin.hubserver import HubServer
-from tests.support.services import postgres_database, redis_url
-from tests.support.stack import Stack, upload, wait_for
+from testkit.services import postgres_database, redis_url
+from testkit.stack import Stack, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 HUB_TOKEN = "hub-e2e-token"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import hf_hub_download
 
-from tests.fixtures.tiny_models import (
+from testkit.tiny_models import (
     TINY_CHAT_TEMPLATE,
     make_tiny_bert,
     make_tiny_llama,
@@ -24,8 +24,8 @@ from tests.fixtures.tiny_models import (
     write_jsonl,
 )
 from tests.plugin.hubserver import HubServer
-from tests.support.services import postgres_database, redis_url
-from tests.support.stack import Stack, upload, wait_for
+from testkit.services import postgres_database, redis_url
+from testkit.stack import Stack, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 HUB_TOKEN = "usage-e2e-token"

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.support.faults import FAST
-from tests.support.services import redis_url
-from tests.support.stack import Stack, upload, wait_for
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.faults import FAST
+from testkit.services import redis_url
+from testkit.stack import Stack, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -13,11 +13,11 @@ import time
 import httpx
 import pytest
 
-from hubtune.cli.embedded import WORKER_STOP_SECONDS
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.support.faults import FAST
-from tests.support.services import redis_url
-from tests.support.stack import Stack, all_events, group_members, live_pids, process_stat, upload, wait_for
+from cli.embedded import WORKER_STOP_SECONDS
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.faults import FAST
+from testkit.services import redis_url
+from testkit.stack import Stack, all_events, group_members, live_pids, process_stat, upload, wait_for
 from worker.shutdown import EXIT_DEADLINE_SECONDS
 
 pytestmark = pytest.mark.e2e

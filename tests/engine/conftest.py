@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.tiny_models import make_tiny_bert, make_tiny_llama, minilm_dir
+from testkit.tiny_models import make_tiny_bert, make_tiny_llama, minilm_dir
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from transformers import AutoConfig
 
 from hubtune.spec import Training, Tuning
 from tests.engine.test_lora_train import make_plan
-from tests.fixtures.tiny_models import TINY_CHAT_TEMPLATE, write_chat_jsonl, write_jsonl
+from testkit.tiny_models import TINY_CHAT_TEMPLATE, write_chat_jsonl, write_jsonl
 from worker.engine.trainer import NullHooks, load_tokenizer, train
 
 ROWS = [{"text": f"{word} item {i}", "label": word} for i in range(8) for word in ("red", "green", "blue")]

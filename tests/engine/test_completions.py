@@ -6,7 +6,7 @@ import json
 
 from hubtune.spec import Training, Tuning
 from tests.engine.conftest import RecordingHooks
-from tests.fixtures.tiny_models import write_completion_jsonl
+from testkit.tiny_models import write_completion_jsonl
 from worker.engine.completions import MAX_CHARS, N_SAMPLES, generate, sample_prompts, sample_records
 from worker.engine.data import load_examples
 from worker.engine.trainer import TrainPlan, load_base_model, load_tokenizer, train
@@ -38,7 +38,7 @@ def test_a_full_fine_tune_records_base_completions_generated_before_training(tmp
 
 
 def test_chat_prompts_are_rendered_up_to_the_last_assistant_turn(tmp_path, llama_tokenizer):
-    from tests.fixtures.tiny_models import write_chat_jsonl
+    from testkit.tiny_models import write_chat_jsonl
 
     examples = load_examples(write_chat_jsonl(tmp_path / "chat.jsonl", 4), task=None, param="training_file")
     prompts = sample_prompts(examples, tokenizer=llama_tokenizer)

@@ -9,7 +9,7 @@ import torch
 
 from hubtune.spec import Training, Tuning
 from tests.engine.conftest import RecordingHooks
-from tests.fixtures.tiny_models import write_classification_jsonl
+from testkit.tiny_models import write_classification_jsonl
 from worker.engine.trainer import TRAINING_INFO_FILE, TrainPlan, load_for_inference, reference_outputs, train
 
 

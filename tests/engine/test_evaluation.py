@@ -9,7 +9,7 @@ import pytest
 
 from hubtune.spec import Goal, Training, Tuning
 from tests.engine.conftest import RecordingHooks
-from tests.fixtures.tiny_models import write_classification_jsonl, write_completion_jsonl
+from testkit.tiny_models import write_classification_jsonl, write_completion_jsonl
 from worker.engine.data import load_examples
 from worker.engine.evaluate import split_for_evaluation, split_record
 from worker.engine.sampling import OptionError, check_training_options

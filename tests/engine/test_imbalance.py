@@ -11,7 +11,7 @@ import torch
 
 from hubtune.spec import Training, Tuning
 from tests.engine.conftest import RecordingHooks
-from tests.fixtures.tiny_models import FILLER, write_jsonl
+from testkit.tiny_models import FILLER, write_jsonl
 from worker.engine.metrics import classification_metrics
 from worker.engine.sampling import OptionError, WeightedClassSampler, class_weights, weighted_cross_entropy
 from worker.engine.trainer import TrainPlan, train

@@ -12,7 +12,7 @@ import torch
 
 from hubtune.spec import Hyperparameters, Training, Tuning
 from tests.engine.conftest import RecordingHooks
-from tests.fixtures.tiny_models import (
+from testkit.tiny_models import (
     CHAT_ANSWER,
     classification_rows,
     write_chat_jsonl,

@@ -16,7 +16,7 @@ import torch
 
 from hubtune.spec import Training, Tuning
 from tests.engine.conftest import RecordingHooks
-from tests.fixtures.tiny_models import minilm_dir, write_jsonl
+from testkit.tiny_models import minilm_dir, write_jsonl
 from worker.engine.data import Examples
 from worker.engine.datasets import PadCollator, build_dataset
 from worker.engine.evaluate import evaluation_record, majority_baseline

@@ -11,7 +11,7 @@ from hubtune.spec import Training, Tuning
 from hubtune.step_events import MAX_STEP_EVENTS, step_message
 from tests.engine.conftest import RecordingHooks
 from tests.engine.test_metrics_batching import running_job  # noqa: F401  (the fixture)
-from tests.fixtures.tiny_models import write_classification_jsonl
+from testkit.tiny_models import write_classification_jsonl
 from worker import hooks as hooks_module
 from worker.engine.trainer import TrainPlan, train
 from worker.hooks import JobHooks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import transformers
 
-from tests.fixtures.tiny_models import make_tiny_bert
+from testkit.tiny_models import make_tiny_bert
 from worker.engine import tokenizers
 
 

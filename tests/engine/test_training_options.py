@@ -11,7 +11,7 @@ import torch
 
 from hubtune.spec import Training, Tuning
 from tests.engine.conftest import RecordingHooks
-from tests.fixtures.tiny_models import classification_rows, write_classification_jsonl, write_completion_jsonl, write_jsonl
+from testkit.tiny_models import classification_rows, write_classification_jsonl, write_completion_jsonl, write_jsonl
 from worker.engine.data import load_examples
 from worker.engine.datasets import IGNORE_INDEX, PadCollator, build_dataset
 from worker.engine.packing import PackingCollator, pack_rows

@@ -5,7 +5,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hubtune.db import engine_for
 from hubtune.migrate import upgrade
-from tests.support.services import postgres_database
+from testkit.services import postgres_database
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from hubtune.db import engine_for
-from tests.support.services import postgres_database
+from testkit.services import postgres_database
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.support import faults
-from tests.support.faults import TRAIN_STARTED, Lab
+from testkit import faults
+from testkit.faults import TRAIN_STARTED, Lab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 

@@ -9,7 +9,7 @@ import subprocess
 from sqlalchemy import create_engine, text
 
 from hubtune.migrate import upgrade
-from tests.support.stack import hubtune_cmd
+from testkit.stack import hubtune_cmd
 
 
 def test_sweeper_once_requeues_an_expired_lease_and_rings_train(tmp_path):

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from hubtune.models import ApiKey
 from tests.security.test_route_table import _call, _routes
 from tests.server.apitest_helpers import auth
-from tests.support.services import free_port
-from tests.support.stack import hubtune_cmd
+from testkit.services import free_port
+from testkit.stack import hubtune_cmd
 
 ALWAYS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer"}
 

@@ -37,7 +37,7 @@ from tests.plugin.conftest import _isolated_hf_client  # noqa: F401 - autouse: n
 from tests.plugin.hubserver import HubServer
 from tests.server.apitest_helpers import Env, assert_error, auth, make_env, upload
 from tests.server.test_estimate import LLAMA_7B
-from tests.support.stack import hubtune_cmd
+from testkit.stack import hubtune_cmd
 
 SERVER_TOKEN = "hf_server_wide_" + secrets.token_hex(8)
 HOOK_SECRET = "hook-secret"

@@ -23,10 +23,10 @@ import pytest
 import redis
 
 from hubtune.keys import hash_key
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
 from tests.plugin.hubserver import HubServer
-from tests.support.services import REDIS_HOST, REDIS_PORT, postgres_database, redis_url
-from tests.support.stack import Stack, all_events, upload, wait_for
+from testkit.services import REDIS_HOST, REDIS_PORT, postgres_database, redis_url
+from testkit.stack import Stack, all_events, upload, wait_for
 
 pytestmark = pytest.mark.e2e
 TOKEN = "hf_known" + secrets.token_hex(12)

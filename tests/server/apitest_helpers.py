@@ -117,7 +117,7 @@ def serve(app: FastAPI) -> Iterator[str]:
     """uvicorn serving `app` on 127.0.0.1:<free port> in a background thread; yields its base URL."""
     import uvicorn
 
-    from tests.support.services import free_port
+    from testkit.services import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

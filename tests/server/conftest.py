@@ -3,7 +3,7 @@
 Databases: a fresh PostgreSQL database per test session (`hubtune_test_server_<random>`, migrated with
 hubtune.migrate.upgrade and dropped at the end) and a migrated SQLite file; `db_url` runs a test on
 both. A PostgreSQL or Redis that does not answer fails the tests that need it, never skips them
-(tests.support.services).
+(testkit.services).
 
 Doorbells: each app gets its own settings with the file-system Celery transport in the test's tmp
 dir, so `doorbells()` can read exactly the messages that app published.
@@ -20,8 +20,8 @@ import pytest
 from hubtune.db import engine_for
 from hubtune.migrate import upgrade
 from tests.server.apitest_helpers import Env, make_env, serve
-from tests.support import services
-from tests.support.services import postgres_database
+from testkit import services
+from testkit.services import postgres_database
 
 REDIS_DB = 14  # tests/e2e uses 13
 

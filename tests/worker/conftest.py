@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from tests.support.services import redis_url
-from tests.support.stack import stop_processes
+from testkit.services import redis_url
+from testkit.stack import stop_processes
 
 REDIS_DB = 10  # a database of its own (other tests use 9 and 11-14)
 

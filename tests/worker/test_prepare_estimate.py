@@ -15,7 +15,7 @@ from hubtune.models import Job, JobEvent, WorkerRecord
 from hubtune.queue import get_celery
 from hubtune.settings import get_settings
 from plugin import LocalHub
-from tests.fixtures.tiny_models import write_chat_jsonl
+from testkit.tiny_models import write_chat_jsonl
 from tests.server.apitest_helpers import auth, make_env, upload
 
 ESTIMATE_FIELDS = ("total_bytes", "batch_size", "seq_len", "task", "precision")
@@ -61,7 +61,7 @@ def prepare_routed(env, key: str, body: dict) -> dict:
 
 
 def quick_start_file() -> bytes:
-    return resources.files("hubtune").joinpath("demo_data/tickets_train.jsonl").read_bytes()
+    return resources.files("cli").joinpath("demo_data/tickets_train.jsonl").read_bytes()
 
 
 @pytest.mark.parametrize("case", ["quick-start classification", "chat on a decoder"])

@@ -16,7 +16,7 @@ from hubtune.models import Job, JobEvent, WorkerRecord
 from hubtune.settings import get_settings
 from hubtune.spec import Tuning
 from plugin import LocalHub
-from tests.fixtures.tiny_models import write_chat_jsonl
+from testkit.tiny_models import write_chat_jsonl
 from tests.server.apitest_helpers import auth, make_env, upload
 
 MODEL = "acme/tiny-llama"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support.stack import group_members, process_stat
+from testkit.stack import group_members, process_stat
 from worker.shutdown import EXIT_DEADLINE_SECONDS, EXIT_FORCED
 
 

@@ -11,7 +11,7 @@ import torch
 
 from hubtune.spec import Hyperparameters, Training, Tuning
 from tests.engine.conftest import RecordingHooks
-from tests.fixtures.tiny_models import write_classification_jsonl, write_completion_jsonl
+from testkit.tiny_models import write_classification_jsonl, write_completion_jsonl
 from worker.engine.hparams import resolve_hyperparameters
 from worker.engine.methods.adapter import CONFIG_FILE, WEIGHTS_FILE
 from worker.engine.trainer import TrainPlan, load_for_inference, reference_outputs, train

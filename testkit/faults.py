@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
-from tests.fixtures.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.support.services import free_port
-from tests.support.stack import Stack, upload
+from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
+from testkit.services import free_port
+from testkit.stack import Stack, upload
 
 PG_BIN = next((d for d in ("/usr/local/bin", "/usr/lib/postgresql/15/bin") if Path(d, "initdb").exists()),
               "/usr/lib/postgresql/15/bin")

@@ -35,7 +35,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def run_up(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from hubtune.cli.endpoint import record_url
+    from cli.endpoint import record_url
     from hubtune.migrate import upgrade
     from hubtune.settings import get_settings
     from server.app import create_app
@@ -54,7 +54,7 @@ def run_up(args: argparse.Namespace) -> int:
     from hubtune.sweeper import start_thread
 
     start_thread(settings)  # recovers jobs of a crashed worker and lost doorbells, as in the distributed setup
-    record_url(server, data_dir=settings.data_dir, host=host)  # for the client commands (hubtune/cli/endpoint.py)
+    record_url(server, data_dir=settings.data_dir, host=host)  # for the client commands (cli/endpoint.py)
     print(f"hubtune is up: http://{host}:{port}  (data in {settings.data_dir.resolve()}, "
           f"worker logs in {logs.resolve()})", flush=True)
     outcome: dict[str, int] = {}
@@ -144,7 +144,7 @@ def start_workers(max_tasks_per_child: int | None, *, log_dir: Path) -> list[sub
     reaching its task processes behind its back; it is stopped by stop_workers, or by SIGTERM when this
     process dies without stopping it (the parent-death signal)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    base = [sys.executable, "-m", "hubtune.cli", "worker", "--loglevel", "WARNING"]
+    base = [sys.executable, "-m", "cli", "worker", "--loglevel", "WARNING"]
     workers = []
     for name, args in worker_layout(max_tasks_per_child).items():
         with open(log_dir / f"{name}.log", "ab") as log:
@@ -186,7 +186,7 @@ def stop_workers(workers: list[subprocess.Popen], *, hurry: threading.Event | No
 
 
 def _demo_then(server, url: str, key: str, exit_after: bool, outcome: dict[str, int]) -> None:
-    from hubtune.cli.demo import run_demo, wait_until_up
+    from cli.demo import run_demo, wait_until_up
 
     try:
         wait_until_up(url)

@@ -47,7 +47,7 @@ def run_server(args: argparse.Namespace) -> int:
         from hubtune.sweeper import start_thread
 
         start_thread(settings)
-    from hubtune.cli.embedded import SERVER_STOP_SECONDS
+    from cli.embedded import SERVER_STOP_SECONDS
 
     # On SIGTERM, in-flight requests get a bounded time (uvicorn's default waits for them without limit).
     uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,

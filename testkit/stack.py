@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from hubtune.cli.embedded import worker_layout
-from tests.support.services import free_port
+from cli.embedded import worker_layout
+from testkit.services import free_port
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -24,7 +24,7 @@ COMPOSE_WORKERS = {name: tuple(args) for name, args in worker_layout().items()}
 
 
 def hubtune_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hubtune.cli", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 class Stack:

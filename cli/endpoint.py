@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubtune.cli.errors import CliError
+from cli.errors import CliError
 
 URL_ENV = "HUBTUNE_URL"
 KEY_ENV = "HUBTUNE_API_KEY"

@@ -1,8 +1,8 @@
 """The user's commands over the REST API: `hubtune files upload|list|delete` and `hubtune jobs create|list|
 get|cancel|pause|resume|events|checkpoints|follow`. Human-readable tables by default, the API's JSON with
 --json; `follow` (and `create --follow`) shows the demo's progress bar, with the job's ETA, until the job
-ends. The server and key are found as hubtune/cli/endpoint.py says; failures are worded once, in
-hubtune/cli/errors.py."""
+ends. The server and key are found as cli/endpoint.py says; failures are worded once, in
+cli/errors.py."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from hubtune.cli.demo import _bar, eta, follow
-from hubtune.cli.endpoint import KEY_ENV, URL_ENV, Endpoint, resolve_key, resolve_url
-from hubtune.cli.errors import CliError, UsageError
+from cli.demo import _bar, eta, follow
+from cli.endpoint import KEY_ENV, URL_ENV, Endpoint, resolve_key, resolve_url
+from cli.errors import CliError, UsageError
 
 STATUSES = ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled")
 JSON_EXAMPLES = {"--tuning": '{"type": "lora", "r": 8}', "--training": '{"max_steps": 100}'}

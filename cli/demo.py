@@ -23,7 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from hubtune.cli.endpoint import resolve_key, resolve_url
+    from cli.endpoint import resolve_key, resolve_url
 
     return run_demo(url=resolve_url(args.url).url, key=resolve_key(args.key))
 
@@ -60,7 +60,7 @@ def run_demo(*, url: str, key: str) -> int:
 
 
 def _upload(client: httpx.Client, name: str) -> str:
-    data = resources.files("hubtune").joinpath("demo_data", name).read_bytes()
+    data = resources.files("cli").joinpath("demo_data", name).read_bytes()
     return _check(client.post("/files", data={"purpose": "fine-tune"}, files={"file": (name, data)}))["id"]
 
 

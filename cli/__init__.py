@@ -21,7 +21,7 @@ def _data_dir(value: str | None) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage mistakes in one line, like every other error (hubtune/cli/errors.py); --help has the rest.
+    """Usage mistakes in one line, like every other error (cli/errors.py); --help has the rest.
     Every command's parser is one of these: subparsers take their parent's class."""
 
     def error(self, message: str):
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hubtune.cli import admin, demo, embedded, services, user
+    from cli import admin, demo, embedded, services, user
 
     parser = _Parser(prog="hubtune", description="Self-hosted fine-tuning for Hugging Face models.")
     parser.add_argument("--data-dir", help=DATA_DIR_HELP)
@@ -54,7 +54,7 @@ def _data_dir_after_the_command(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hubtune.cli.errors import guarded
+    from cli.errors import guarded
 
     args = build_parser().parse_args(argv)
     _data_dir(getattr(args, "data_dir", None))
