@@ -12,7 +12,7 @@ from tests.engine.conftest import RecordingHooks
 from tests.fixtures.tiny_models import write_classification_jsonl, write_completion_jsonl
 from worker.engine.data import load_examples
 from worker.engine.evaluate import split_for_evaluation, split_record
-from worker.engine.sampling import OptionError, check_training_options
+from worker.engine.options import OptionError, check_training_options
 from worker.engine.trainer import TRAINING_INFO_FILE, TrainPlan, train
 
 EVALUATION_KEYS = {"split", "primary_metric", "base", "tuned", "base_kind", "majority_baseline", "beat_baseline",

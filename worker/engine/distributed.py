@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from hubtune.spec import Training, Tuning
-from worker.engine.sampling import OptionError
+from worker.engine.options import OptionError
 
 POLL_S = 0.5
 STOP_GRACE_S = 60.0

@@ -43,12 +43,8 @@ from worker.engine.lr_search import learning_rate_search
 from worker.engine.methods import get_method
 from worker.engine.packing import PackingCollator
 from worker.engine.probe import linear_probe
-from worker.engine.sampling import (
-    WeightedClassSampler,
-    check_training_options,
-    class_weights,
-    weighted_cross_entropy,
-)
+from worker.engine.options import check_training_options
+from worker.engine.sampling import WeightedClassSampler, class_weights, weighted_cross_entropy
 from worker.engine.verdict import reliability_note
 
 TRAINING_INFO_FILE = "hubtune_training.json"
