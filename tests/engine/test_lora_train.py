@@ -378,7 +378,7 @@ def test_real_minilm_few_steps(tmp_path, minilm):
 
 
 def test_every_checkpoint_holds_the_tokenizer_serialised_once(tmp_path, tiny_bert, monkeypatch):
-    import worker.engine.trainer as trainer_module
+    import worker.engine.hf_trainer as trainer_module  # EngineTrainer._save calls it
 
     serialised = []
     real = trainer_module.serialised_files
