@@ -21,11 +21,9 @@ from worker.engine.trainer import TrainPlan, load_base_model, train
 
 def plan_for(tmp, model_dir, train_file, *, task="sequence_classification", training, n_epochs=2, batch_size=8,
              valid_file=None):
-    hp = {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate": training.learning_rate or 1e-2,
-          "learning_rate_multiplier": 1.0}
-    return TrainPlan(task=task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
-                     output_dir=tmp / "out", checkpoints_dir=tmp / "checkpoints", seed=2,
-                     tuning=Tuning(dropout=0.0), training=training, hyperparameters=hp)
+    return TrainPlan.in_folder(tmp, task=task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
+                               seed=2, tuning=Tuning(dropout=0.0), training=training, n_epochs=n_epochs,
+                               batch_size=batch_size)
 
 
 def test_fields_map_ontotraining_arguments(tmp_path):
