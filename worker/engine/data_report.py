@@ -22,6 +22,41 @@ def data_report(examples: Examples, *, tokenizer, max_seq_length: int) -> dict:
     ``untrained_examples`` (causal examples left with no trained token after truncation; training
     skips them), ``label_counts`` ({label: count}, classification only) and ``warnings``.
     """
+    report: dict[str, Any] = {
+        "task": examples.task,
+        "format": examples.format,
+        "examples": len(examples.rows),
+        **_token_counts(examples, tokenizer=tokenizer, max_seq_length=max_seq_length),
+    }
+    warnings: list[str] = list(examples.notes)
+    if len(examples.rows) < MIN_EXAMPLES:
+        warnings.append(
+            f"only {len(examples.rows)} examples; at least {MIN_EXAMPLES} are recommended"
+        )
+    if examples.format == CLASSIFICATION:
+        counts = Counter(row["label"] for row in examples.rows)
+        report["label_counts"] = {label: counts[label] for label in examples.labels}
+        for label in examples.labels:
+            if counts[label] < MIN_EXAMPLES_PER_CLASS:
+                warnings.append(
+                    f"label {label!r} has only {counts[label]} examples; "
+                    f"at least {MIN_EXAMPLES_PER_CLASS} per class are recommended"
+                )
+    if report["truncated_examples"]:
+        warnings.append(
+            f"{report['truncated_examples']} examples are longer than max_seq_length={max_seq_length} tokens "
+            "and will be truncated"
+        )
+    if report["untrained_examples"]:
+        warnings.append(
+            f"{report['untrained_examples']} examples have no trained tokens left after truncation at "
+            f"max_seq_length={max_seq_length} and will be skipped"
+        )
+    report["warnings"] = warnings
+    return report
+
+
+def _token_counts(examples: Examples, *, tokenizer, max_seq_length: int) -> dict[str, int]:
     label2id = examples.label2id
     tokens = trained = truncated = untrained = longest = 0
     for row in examples.rows:
@@ -40,40 +75,5 @@ def data_report(examples: Examples, *, tokenizer, max_seq_length: int) -> dict:
             trained += n_trained
             if n_trained == 0:
                 untrained += 1
-
-    report: dict[str, Any] = {
-        "task": examples.task,
-        "format": examples.format,
-        "examples": len(examples.rows),
-        "tokens": tokens,
-        "trained_tokens": trained,
-        "max_example_tokens": longest,
-        "max_seq_length": max_seq_length,
-        "truncated_examples": truncated,
-        "untrained_examples": untrained,
-    }
-    warnings: list[str] = list(examples.notes)
-    if len(examples.rows) < MIN_EXAMPLES:
-        warnings.append(
-            f"only {len(examples.rows)} examples; at least {MIN_EXAMPLES} are recommended"
-        )
-    if examples.format == CLASSIFICATION:
-        counts = Counter(row["label"] for row in examples.rows)
-        report["label_counts"] = {label: counts[label] for label in examples.labels}
-        for label in examples.labels:
-            if counts[label] < MIN_EXAMPLES_PER_CLASS:
-                warnings.append(
-                    f"label {label!r} has only {counts[label]} examples; "
-                    f"at least {MIN_EXAMPLES_PER_CLASS} per class are recommended"
-                )
-    if truncated:
-        warnings.append(
-            f"{truncated} examples are longer than max_seq_length={max_seq_length} tokens and will be truncated"
-        )
-    if untrained:
-        warnings.append(
-            f"{untrained} examples have no trained tokens left after truncation at "
-            f"max_seq_length={max_seq_length} and will be skipped"
-        )
-    report["warnings"] = warnings
-    return report
+    return {"tokens": tokens, "trained_tokens": trained, "max_example_tokens": longest,
+            "max_seq_length": max_seq_length, "truncated_examples": truncated, "untrained_examples": untrained}
