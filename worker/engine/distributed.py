@@ -2,8 +2,9 @@
 
 The worker task's process (the parent, which holds the job's lease and its hooks) starts
 ``python -m torch.distributed.run --standalone --nproc_per_node N -m worker.engine.rank DIR``
-in a new process group. Every rank (worker.engine.rank) runs the same local ``train`` (transformers' Trainer wraps the model in
-DistributedDataParallel: NCCL on CUDA, gloo on CPU, where N processes share the CPU). Only rank 0
+in a new process group. Every rank (worker.engine.rank) runs the same ``train_local`` (transformers'
+Trainer wraps the model in DistributedDataParallel: NCCL on CUDA, gloo on CPU, where N processes share
+the CPU). Only rank 0
 reports: it appends its hook calls to ``DIR/events.jsonl``, which the parent tails and replays on the
 real hooks. The parent polls ``should_stop()``; when it turns true it creates ``DIR/stop``, which
 rank 0 sees after the next step and all ranks agree on (an all-reduce), so they stop at the same
