@@ -77,18 +77,18 @@ class TimingHooks:
 
 def run_hubtune(spec: dict) -> dict:
     from hubtune.spec import Training, Tuning
-    from worker.engine.trainer import TrainPlan, train
+    from worker.engine.plan import TrainPlan
+    from worker.engine.trainer import train
 
     out = Path(spec["output_dir"])
     training = Training(learning_rate=spec["lr"], max_seq_length=spec["max_len"], max_steps=spec["steps"],
                         save_steps=spec["steps"], eval_steps=10**6, validation_split=0.0, bf16=spec["bf16"],
                         packing=spec["packing"], gradient_checkpointing=spec["gradient_checkpointing"])
     # A small validation file: hubtune evaluates base and tuned models (outside the counted steps).
-    plan = TrainPlan(task="causal_lm", model_dir=Path(spec["model_dir"]), train_file=Path(spec["train_file"]),
-                     valid_file=Path(spec["valid_file"]) if spec.get("valid_file") else None,
-                     output_dir=out / "artifact", checkpoints_dir=out / "checkpoints",
-                     seed=spec["seed"], tuning=Tuning(type="lora", **LORA), training=training,
-                     hyperparameters={"n_epochs": 100, "batch_size": spec["batch"], "learning_rate": spec["lr"]})
+    plan = TrainPlan.in_folder(out, task="causal_lm", model_dir=Path(spec["model_dir"]),
+                               train_file=Path(spec["train_file"]), valid_file=spec.get("valid_file") or None,
+                               seed=spec["seed"], tuning=Tuning(type="lora", **LORA), training=training,
+                               hyperparameters={"n_epochs": 100, "batch_size": spec["batch"], "learning_rate": spec["lr"]})
     hooks = TimingHooks()
     result = train(plan, hooks)
     marks, skip = hooks.marks, spec["skip_steps"]

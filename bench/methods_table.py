@@ -20,7 +20,8 @@ from testkit.tiny_models import (  # noqa: E402
     make_tiny_bert, make_tiny_llama, write_classification_jsonl, write_completion_jsonl,
 )
 from worker.engine.hparams import resolve_hyperparameters  # noqa: E402
-from worker.engine.trainer import NullHooks, TrainPlan, train  # noqa: E402
+from worker.engine.plan import NullHooks, TrainPlan  # noqa: E402
+from worker.engine.trainer import train  # noqa: E402
 
 CLS, LM = "sequence_classification", "causal_lm"
 CASES = [
@@ -39,9 +40,8 @@ def run(tmp: Path, *, task: str, model_dir: Path, files: dict, tuning: Tuning, l
     training = Training(learning_rate=lr, logging_steps=5, save_steps=100000)
     hp = resolve_hyperparameters(n_examples=64, task=task, tuning_type=tuning.type,
                                  requested=Hyperparameters(n_epochs=epochs, batch_size=8), training=training)
-    plan = TrainPlan(task=task, model_dir=model_dir, train_file=files[task][0], valid_file=files[task][1],
-                     output_dir=tmp / "out", checkpoints_dir=tmp / "ckpt", seed=0, tuning=tuning,
-                     training=training, hyperparameters=hp)
+    plan = TrainPlan.in_folder(tmp, task=task, model_dir=model_dir, train_file=files[task][0],
+                               valid_file=files[task][1], seed=0, tuning=tuning, training=training, hyperparameters=hp)
     start = time.perf_counter()
     result = train(plan, NullHooks())
     return {"result": result, "seconds": time.perf_counter() - start}

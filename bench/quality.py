@@ -70,7 +70,7 @@ def hubtune_plan(task: Task, seed: int, work: Path, *, learning_rate: float | No
     from worker.engine.data import load_examples
     from worker.engine.evaluate import split_record
     from worker.engine.hparams import resolve_hyperparameters
-    from worker.engine.trainer import TrainPlan
+    from worker.engine.plan import TrainPlan
 
     folder = Path(tempfile.mkdtemp(prefix=f"hubtune-{task.name}-", dir=work))
     train_file = folder / "train.jsonl"
@@ -86,9 +86,8 @@ def hubtune_plan(task: Task, seed: int, work: Path, *, learning_rate: float | No
     hyper = resolve_hyperparameters(n_examples=len(examples.rows) - held_out, task=task.kind,
                                     tuning_type=request.tuning.type, requested=request.effective_hyperparameters(),
                                     training=request.training)
-    return TrainPlan(task=task.kind, model_dir=model_dir(task), train_file=train_file, valid_file=None,
-                     output_dir=folder / "artifact", checkpoints_dir=folder / "checkpoints", seed=seed,
-                     tuning=request.tuning, training=request.training, hyperparameters=hyper)
+    return TrainPlan.in_folder(folder, task=task.kind, model_dir=model_dir(task), train_file=train_file, seed=seed,
+                               tuning=request.tuning, training=request.training, hyperparameters=hyper)
 
 
 def run_hubtune(task: Task, seed: int, work: Path, *, learning_rate: float | None = None) -> dict:

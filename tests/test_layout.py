@@ -34,9 +34,8 @@ FORBIDDEN = {
 }
 HEAVY = {"torch", "transformers", "peft", "accelerate"}
 
-# Cycles inside worker/engine are counted apart from the rest of worker/ (issue 16 §2 removes them).
+# Cycles inside worker/engine are counted apart from the rest of worker/ (issue 16 removed its four).
 CYCLE_SCOPES = (*PRODUCT, "worker/engine", "testkit")
-ENGINE_CYCLES = pytest.mark.xfail(strict=True, reason="h2 removes the engine cycles")
 
 
 def _sources(package: str):
@@ -171,7 +170,6 @@ def _our_cycles() -> list[list[str]]:
     return _cycles(_import_graph(ROOT, (*PRODUCT, "testkit")))
 
 
-@pytest.mark.parametrize("scope", [pytest.param(s, marks=ENGINE_CYCLES) if s == "worker/engine" else s
-                                   for s in (*CYCLE_SCOPES, "(across packages)")])
+@pytest.mark.parametrize("scope", [*CYCLE_SCOPES, "(across packages)"])
 def test_no_import_cycles(scope):
     assert [c for c in _our_cycles() if _scope(c) == scope] == []

@@ -90,11 +90,12 @@ def _file_paths(session, job: Job, storage: Storage) -> dict[str, tuple[str, Pat
 
 def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]], hub,
              settings: Settings) -> dict[str, Any]:
-    from worker.engine.data import check_validation, data_report, load_examples
+    from worker.engine.data import check_validation, load_examples
+    from worker.engine.data_report import data_report
     from worker.engine.evaluate import split_record
     from worker.engine.verdict import split_warnings
     from worker.engine.hparams import resolve_hyperparameters
-    from worker.engine.sampling import check_training_options
+    from worker.engine.options import check_training_options
     from worker.engine.tokenizers import cached_tokenizer
 
     for param, (file_id, path) in files.items():

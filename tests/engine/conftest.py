@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from testkit.tiny_models import make_tiny_bert, make_tiny_llama, minilm_dir
+from worker.engine.plan import TrainPlan
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +35,18 @@ def bert_tokenizer(tiny_bert):
     from worker.engine.trainer import load_tokenizer
 
     return load_tokenizer(tiny_bert)
+
+
+@pytest.fixture
+def make_plan(tmp_path):
+    """Builds a TrainPlan through ``TrainPlan.in_folder`` (the benches' factory too): the artifact and
+    checkpoints under ``root`` (this test's tmp_path by default), a sequence_classification task unless
+    told, and plain hyperparameters (``n_epochs``, ``batch_size``, the training rate) unless given."""
+
+    def make(root: Path | None = None, *, task: str = "sequence_classification", **fields) -> TrainPlan:
+        return TrainPlan.in_folder(root if root is not None else tmp_path, task=task, **fields)
+
+    return make
 
 
 class RecordingHooks:

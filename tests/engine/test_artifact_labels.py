@@ -9,7 +9,7 @@ import pytest
 from transformers import AutoConfig
 
 from hubtune.spec import Training, Tuning
-from tests.engine.test_lora_train import make_plan
+from tests.engine.test_lora_train import resolved_plan
 from testkit.tiny_models import TINY_CHAT_TEMPLATE, write_chat_jsonl, write_jsonl
 from worker.engine.trainer import NullHooks, load_tokenizer, train
 
@@ -19,7 +19,7 @@ ID2LABEL = {0: "blue", 1: "green", 2: "red"}
 
 @pytest.mark.parametrize("kind", ["lora", "adapter", "full"])
 def test_a_three_class_artifact_names_its_labels_in_config_json(tmp_path, tiny_bert, kind):
-    plan = make_plan(tmp_path, tiny_bert, write_jsonl(tmp_path / "three.jsonl", ROWS), task="sequence_classification",
+    plan = resolved_plan(tmp_path, tiny_bert, write_jsonl(tmp_path / "three.jsonl", ROWS), task="sequence_classification",
                      n_epochs=1, tuning=Tuning(type=kind), training=Training(learning_rate=1e-2, max_steps=2))
     train(plan, NullHooks())
     config = AutoConfig.from_pretrained(plan.output_dir)
@@ -37,7 +37,7 @@ def test_a_three_class_artifact_names_its_labels_in_config_json(tmp_path, tiny_b
 
 
 def test_a_causal_artifact_carries_the_chat_template_it_trained_with(tmp_path, tiny_llama):
-    plan = make_plan(tmp_path, tiny_llama, write_chat_jsonl(tmp_path / "chat.jsonl", 8), task="causal_lm",
+    plan = resolved_plan(tmp_path, tiny_llama, write_chat_jsonl(tmp_path / "chat.jsonl", 8), task="causal_lm",
                      n_epochs=1, training=Training(learning_rate=1e-2, max_steps=1, max_seq_length=64))
     train(plan, NullHooks())
     assert load_tokenizer(plan.output_dir).chat_template == TINY_CHAT_TEMPLATE

@@ -9,17 +9,16 @@ from tests.engine.conftest import RecordingHooks
 from testkit.tiny_models import write_completion_jsonl
 from worker.engine.completions import MAX_CHARS, N_SAMPLES, generate, sample_prompts, sample_records
 from worker.engine.data import load_examples
-from worker.engine.trainer import TrainPlan, load_base_model, load_tokenizer, train
+from worker.engine.trainer import load_base_model, load_tokenizer, train
 
 
-def test_a_full_fine_tune_records_base_completions_generated_before_training(tmp_path, tiny_llama):
+def test_a_full_fine_tune_records_base_completions_generated_before_training(tmp_path, tiny_llama, make_plan):
     # Full fine-tuning changes the weights in place: base completions generated after training would
     # equal the tuned ones. They differ, and the base ones are what the untouched model says.
     train_file = write_completion_jsonl(tmp_path / "c.jsonl", 32)
     valid_file = write_completion_jsonl(tmp_path / "v.jsonl", 6, seed=4)
     hp = {"n_epochs": 3, "batch_size": 8, "learning_rate": 3e-3, "learning_rate_multiplier": 1.0}
-    plan = TrainPlan(task="causal_lm", model_dir=tiny_llama, train_file=train_file, valid_file=valid_file,
-                     output_dir=tmp_path / "out", checkpoints_dir=tmp_path / "ck", seed=5,
+    plan = make_plan(task="causal_lm", model_dir=tiny_llama, train_file=train_file, valid_file=valid_file, seed=5,
                      tuning=Tuning(type="full"), training=Training(max_seq_length=32), hyperparameters=hp)
     result = train(plan, RecordingHooks())
     samples = result.evaluation["samples"]

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from worker.engine.data import DataError, Examples, check_validation, data_report, load_examples
+from worker.engine.data import DataError, Examples, check_validation, load_examples
+from worker.engine.data_report import data_report
 from worker.engine.datasets import IGNORE_INDEX, build_dataset
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.engine.data import DataError, data_report, load_examples
+from worker.engine.data import DataError, load_examples
+from worker.engine.data_report import data_report
 
 
 def write(tmp_path, text, name="data.csv"):

@@ -14,11 +14,10 @@ from worker.engine.trainer import TRAINING_INFO_FILE, TrainPlan, load_for_infere
 
 
 def ddp_plan(tmp, tiny_bert, train_file, **training):
-    return TrainPlan(
-        task="sequence_classification", model_dir=tiny_bert, train_file=train_file, valid_file=None,
-        output_dir=tmp / "out", checkpoints_dir=tmp / "checkpoints", seed=1, tuning=Tuning(dropout=0.0),
-        training=Training(learning_rate=1e-2, n_gpus=2, **training),
-        hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate": 1e-2, "learning_rate_multiplier": 1.0},
+    return TrainPlan.in_folder(
+        tmp, task="sequence_classification", model_dir=tiny_bert, train_file=train_file, seed=1,
+        tuning=Tuning(dropout=0.0), training=Training(learning_rate=1e-2, n_gpus=2, **training),
+        n_epochs=2, batch_size=4,
     )
 
 

@@ -12,7 +12,7 @@ from tests.engine.conftest import RecordingHooks
 from testkit.tiny_models import write_classification_jsonl, write_completion_jsonl
 from worker.engine.data import load_examples
 from worker.engine.evaluate import split_for_evaluation, split_record
-from worker.engine.sampling import OptionError, check_training_options
+from worker.engine.options import OptionError, check_training_options
 from worker.engine.trainer import TRAINING_INFO_FILE, TrainPlan, train
 
 EVALUATION_KEYS = {"split", "primary_metric", "base", "tuned", "base_kind", "majority_baseline", "beat_baseline",
@@ -22,9 +22,8 @@ EVALUATION_KEYS = {"split", "primary_metric", "base", "tuned", "base_kind", "maj
 def plan_for(tmp, model_dir, train_file, *, task, training, n_epochs=6, batch_size=8, valid_file=None):
     hp = {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate": training.learning_rate,
           "learning_rate_multiplier": 1.0}
-    return TrainPlan(task=task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
-                     output_dir=tmp / "out", checkpoints_dir=tmp / "checkpoints", seed=5,
-                     tuning=Tuning(dropout=0.0), training=training, hyperparameters=hp)
+    return TrainPlan.in_folder(tmp, task=task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
+                               seed=5, tuning=Tuning(dropout=0.0), training=training, hyperparameters=hp)
 
 
 def test_held_out_split_is_stratified_seeded_and_recorded(tmp_path):

@@ -101,7 +101,7 @@ def test_a_causal_lm_split_grows_to_20_when_that_is_a_quarter_of_the_file_at_mos
 
 
 def test_labels_that_mix_numbers_and_strings_are_named_with_both_spellings(tmp_path, bert_tokenizer):
-    from worker.engine.data import data_report
+    from worker.engine.data_report import data_report
 
     rows = real_rows(8)
     spelled = [{"text": r["text"], "label": {"computers": 0, "science": 1, "politics": "1"}[r["label"]]} for r in rows]

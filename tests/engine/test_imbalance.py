@@ -14,7 +14,8 @@ from tests.engine.conftest import RecordingHooks
 from testkit.tiny_models import FILLER, write_jsonl
 from worker.engine.metrics import classification_metrics
 from worker.engine.sampling import OptionError, WeightedClassSampler, class_weights, weighted_cross_entropy
-from worker.engine.trainer import TrainPlan, train
+from worker.engine.plan import TrainPlan
+from worker.engine.trainer import train
 
 
 def test_metrics_macro_f1_and_recall():
@@ -89,12 +90,10 @@ def imbalanced(tmp_path_factory, tiny_bert):
 
     def run(name: str, **options):
         training = Training(learning_rate=1e-2, max_steps=STEPS, save_steps=1000, **options)
-        plan = TrainPlan(
-            task="sequence_classification", model_dir=tiny_bert, train_file=train_file, valid_file=valid_file,
-            output_dir=tmp / name / "out", checkpoints_dir=tmp / name / "checkpoints", seed=1,
-            tuning=Tuning(dropout=0.0), training=training,
-            hyperparameters={"n_epochs": 100, "batch_size": BATCH, "learning_rate": 1e-2,
-                             "learning_rate_multiplier": 1.0},
+        plan = TrainPlan.in_folder(  # a module-scoped fixture: the function-scoped make_plan is not available
+            tmp / name, task="sequence_classification", model_dir=tiny_bert, train_file=train_file,
+            valid_file=valid_file, seed=1, tuning=Tuning(dropout=0.0), training=training, n_epochs=100,
+            batch_size=BATCH,
         )
         return train(plan, RecordingHooks())
 
@@ -117,7 +116,7 @@ def test_minority_recall_improves_with_class_weights_or_sampler(imbalanced):
     assert majority["recall_per_class"] == {"common": 1.0, "rare": 0.0} and majority["accuracy"] == 0.5
 
 
-def test_resume_with_sampler_and_class_weights_continues_the_same_curve(tmp_path, tiny_bert):
+def test_resume_with_sampler_and_class_weights_continues_the_same_curve(tmp_path, tiny_bert, make_plan):
     """An interrupted run resumed from its checkpoint gives the uninterrupted loss curve: weights,
     optimizer, scheduler, RNG and the weighted sampler's position are all restored."""
     train_file = write_jsonl(tmp_path / "train.jsonl", imbalanced_rows(4, 28, seed=2))
@@ -125,12 +124,9 @@ def test_resume_with_sampler_and_class_weights_continues_the_same_curve(tmp_path
     def run(name: str, *, stop_at=None, resume_from: Path | None = None):
         training = Training(learning_rate=1e-2, save_steps=3, sampler="weighted", class_weights="balanced",
                             validation_split=0.0)
-        plan = TrainPlan(
-            task="sequence_classification", model_dir=tiny_bert, train_file=train_file, valid_file=None,
-            output_dir=tmp_path / name / "out", checkpoints_dir=tmp_path / name / "checkpoints", seed=4,
-            tuning=Tuning(dropout=0.1), training=training, resume_from=resume_from,
-            hyperparameters={"n_epochs": 2, "batch_size": 8, "learning_rate": 1e-2, "learning_rate_multiplier": 1.0},
-        )
+        plan = make_plan(tmp_path / name, model_dir=tiny_bert, train_file=train_file, seed=4,
+                         tuning=Tuning(dropout=0.1), training=training, resume_from=resume_from,
+                         n_epochs=2, batch_size=8)
         hooks = RecordingHooks(stop_at=stop_at)
         return hooks, train(plan, hooks)
 

@@ -36,7 +36,7 @@ from worker.engine.trainer import (
 TIMINGS: dict[str, float] = {}
 
 
-def make_plan(
+def resolved_plan(
     tmp: Path, model_dir: Path, train_file: Path, *, task: str, valid_file: Path | None = None, seed: int = 1,
     n_epochs: int = 2, batch_size: int = 8, training: Training | None = None, tuning: Tuning | None = None,
     resume_from: Path | None = None,
@@ -47,9 +47,8 @@ def make_plan(
         n_examples=n, task=task, tuning_type="lora",
         requested=Hyperparameters(n_epochs=n_epochs, batch_size=batch_size), training=training,
     )
-    return TrainPlan(
-        task=task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
-        output_dir=tmp / "out", checkpoints_dir=tmp / "checkpoints", seed=seed,
+    return TrainPlan.in_folder(
+        tmp, task=task, model_dir=model_dir, train_file=train_file, valid_file=valid_file, seed=seed,
         tuning=tuning or Tuning(dropout=0.0), training=training, hyperparameters=hp, resume_from=resume_from,
     )
 
@@ -74,7 +73,7 @@ def bert_run(tmp_path_factory, tiny_bert):
     tmp = tmp_path_factory.mktemp("bert-run")
     train_file = write_classification_jsonl(tmp / "train.jsonl", 64, seed=0)
     valid_file = write_classification_jsonl(tmp / "valid.jsonl", 16, seed=1)
-    plan = make_plan(
+    plan = resolved_plan(
         tmp, tiny_bert, train_file, task="sequence_classification", valid_file=valid_file, n_epochs=6,
         training=Training(learning_rate=1e-2, logging_steps=1, save_steps=16),
     )
@@ -176,7 +175,7 @@ def quick(tmp_path_factory, tiny_bert):
 
     def run(name: str, *, seed: int = 3, stop_at: int | None = None, resume_from: Path | None = None,
             dropout: float = 0.1):
-        plan = make_plan(
+        plan = resolved_plan(
             tmp / name, tiny_bert, train_file, task="sequence_classification", seed=seed, n_epochs=2,
             tuning=Tuning(dropout=dropout), resume_from=resume_from,
             training=Training(learning_rate=1e-2, logging_steps=1, save_steps=4),
@@ -228,7 +227,7 @@ def test_resume_continues_the_same_curve(quick, reference_curve):
 
 def test_max_steps_epoch_checkpoints_and_warmup(tmp_path, tiny_bert):
     train_file = write_classification_jsonl(tmp_path / "train.jsonl", 32)  # 24 train after the held-out 8: 3 steps per epoch
-    plan = make_plan(
+    plan = resolved_plan(
         tmp_path, tiny_bert, train_file, task="sequence_classification", n_epochs=3,
         training=Training(learning_rate=1e-2, max_steps=5, logging_steps=2, warmup_ratio=0.4),
     )
@@ -251,7 +250,7 @@ def test_max_steps_epoch_checkpoints_and_warmup(tmp_path, tiny_bert):
 def test_bad_validation_file_is_a_data_error(tmp_path, tiny_bert):
     train_file = write_classification_jsonl(tmp_path / "train.jsonl", 16)
     valid_file = write_jsonl(tmp_path / "valid.jsonl", classification_rows(4) + [{"text": "meh", "label": "neutral"}])
-    plan = make_plan(tmp_path, tiny_bert, train_file, task="sequence_classification", valid_file=valid_file)
+    plan = resolved_plan(tmp_path, tiny_bert, train_file, task="sequence_classification", valid_file=valid_file)
     hooks = RecordingHooks()
     with pytest.raises(DataError) as info:
         train(plan, hooks)
@@ -282,7 +281,7 @@ def chat_run(tmp_path_factory, tiny_llama):
     tmp = tmp_path_factory.mktemp("chat-run")
     train_file = write_chat_jsonl(tmp / "chat.jsonl", 32)
     valid_file = write_chat_jsonl(tmp / "chat-valid.jsonl", 8, seed=5)
-    plan = make_plan(
+    plan = resolved_plan(
         tmp, tiny_llama, train_file, task="causal_lm", valid_file=valid_file, n_epochs=4,
         training=Training(learning_rate=3e-2, logging_steps=2, max_seq_length=64),
     )
@@ -317,7 +316,7 @@ def test_chat_adapter_reloads(chat_run, tiny_llama):
 
 def test_completion_loss_falls(tmp_path, tiny_llama, llama_tokenizer):
     train_file = write_completion_jsonl(tmp_path / "completion.jsonl", 32)
-    plan = make_plan(
+    plan = resolved_plan(
         tmp_path, tiny_llama, train_file, task="causal_lm", n_epochs=4,
         training=Training(learning_rate=3e-2, logging_steps=1, max_seq_length=32),
     )
@@ -342,7 +341,7 @@ def test_real_minilm_few_steps(tmp_path, minilm):
     from transformers import set_seed
 
     train_file = write_classification_jsonl(tmp_path / "train.jsonl", 48, seed=7)
-    plan = make_plan(
+    plan = resolved_plan(
         tmp_path, minilm, train_file, task="sequence_classification", n_epochs=3,
         training=Training(learning_rate=3e-3, logging_steps=1, max_seq_length=32),
         tuning=Tuning(r=4, alpha=8, dropout=0.0),
@@ -378,13 +377,13 @@ def test_real_minilm_few_steps(tmp_path, minilm):
 
 
 def test_every_checkpoint_holds_the_tokenizer_serialised_once(tmp_path, tiny_bert, monkeypatch):
-    import worker.engine.trainer as trainer_module
+    import worker.engine.hf_trainer as trainer_module  # EngineTrainer._save calls it
 
     serialised = []
     real = trainer_module.serialised_files
     monkeypatch.setattr(trainer_module, "serialised_files", lambda tok: serialised.append(real(tok)) or serialised[-1])
     train_file = write_classification_jsonl(tmp_path / "train.jsonl", 32)  # 24 train after the held-out 8: 3 steps per epoch
-    plan = make_plan(tmp_path, tiny_bert, train_file, task="sequence_classification", n_epochs=3,
+    plan = resolved_plan(tmp_path, tiny_bert, train_file, task="sequence_classification", n_epochs=3,
                      training=Training(learning_rate=1e-2, max_steps=9))
     hooks = RecordingHooks()
     train(plan, hooks)

@@ -59,9 +59,9 @@ def _plan(tmp: Path, model_dir: Path, *, per_topic=30, n_epochs=3, batch_size=8,
     tuning = tuning or Tuning(dropout=0.0)
     hp = resolve_hyperparameters(n_examples=per_topic * 3, task="sequence_classification", tuning_type=tuning.type,
                                  requested=requested, training=training)
-    return TrainPlan(task="sequence_classification", model_dir=model_dir, train_file=train_file, valid_file=None,
-                     output_dir=tmp / "out", checkpoints_dir=tmp / "checkpoints", seed=1, tuning=tuning,
-                     training=training, hyperparameters=hp, search_options=options or {}, resume_from=resume_from)
+    return TrainPlan.in_folder(tmp, task="sequence_classification", model_dir=model_dir, train_file=train_file,
+                               seed=1, tuning=tuning, training=training, hyperparameters=hp,
+                               search_options=options or {}, resume_from=resume_from)
 
 
 def _searches(hooks: RecordingHooks) -> list[dict]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hubtune.spec import Tuning
-from worker.engine import methods
+from worker.engine.methods import registry
 from worker.engine.methods import MethodError, UnknownMethodError, available_methods, get_method, register
 from worker.engine.methods.lora import Lora, auto_target_modules, build_lora
 from worker.engine.trainer import load_base_model
@@ -20,7 +20,7 @@ def test_registry():
 
 
 def test_register_decorator(monkeypatch):
-    monkeypatch.setattr(methods, "_METHODS", dict(methods._METHODS))
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
 
     @register
     class Dummy:

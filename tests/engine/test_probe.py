@@ -30,7 +30,7 @@ from worker.engine.probe import (
     probe_sample,
     probe_weights,
 )
-from worker.engine.trainer import TrainPlan, load_base_model, load_tokenizer, train
+from worker.engine.trainer import load_base_model, load_tokenizer, train
 
 TOPICS = ("computers", "politics", "science")
 
@@ -182,15 +182,13 @@ def test_beat_baseline_compares_with_the_probe_and_the_majority_class():
 
 
 @pytest.mark.e2e
-def test_a_job_reports_the_probe_as_its_base_and_times_it(tmp_path, topics, embedded):
+def test_a_job_reports_the_probe_as_its_base_and_times_it(tmp_path, topics, embedded, make_plan):
     train_rows, eval_rows = topics
     model_dir = minilm_dir()
     hp = {"n_epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "learning_rate_multiplier": 1.0}
-    plan = TrainPlan(task="sequence_classification", model_dir=model_dir,
-                     train_file=write_jsonl(tmp_path / "train.jsonl", train_rows),
-                     valid_file=write_jsonl(tmp_path / "valid.jsonl", eval_rows), output_dir=tmp_path / "out",
-                     checkpoints_dir=tmp_path / "ck", seed=5, tuning=Tuning(), training=Training(max_seq_length=128),
-                     hyperparameters=hp)
+    plan = make_plan(model_dir=model_dir, train_file=write_jsonl(tmp_path / "train.jsonl", train_rows),
+                     valid_file=write_jsonl(tmp_path / "valid.jsonl", eval_rows), seed=5, tuning=Tuning(),
+                     training=Training(max_seq_length=128), hyperparameters=hp)
     hooks = RecordingHooks()
     result = train(plan, hooks)
     ev = result.evaluation

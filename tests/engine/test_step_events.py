@@ -13,7 +13,7 @@ from tests.engine.conftest import RecordingHooks
 from tests.engine.test_metrics_batching import running_job  # noqa: F401  (the fixture)
 from testkit.tiny_models import write_classification_jsonl
 from worker import hooks as hooks_module
-from worker.engine.trainer import TrainPlan, train
+from worker.engine.trainer import train
 from worker.hooks import JobHooks
 
 
@@ -72,17 +72,15 @@ def test_a_short_run_shows_every_step_and_the_stop_step(running_job, monkeypatch
     assert [(r.data["step"], r.type) for r in _rows()[5:]] == [(1, "metrics"), (2, "series"), (3, "metrics")]
 
 
-def test_an_evaluated_step_reaches_the_hooks_once_with_both_losses(tmp_path, tiny_bert):
+def test_an_evaluated_step_reaches_the_hooks_once_with_both_losses(tmp_path, tiny_bert, make_plan):
     train_file = write_classification_jsonl(tmp_path / "train.jsonl", 32, seed=1)  # 4 steps an epoch
     valid_file = write_classification_jsonl(tmp_path / "valid.jsonl", 8, seed=2)
     hp = {"n_epochs": 2, "batch_size": 8, "learning_rate": 1e-2, "learning_rate_multiplier": 1.0}
     runs = {"eval_steps": Training(learning_rate=1e-2, logging_steps=1, eval_steps=3, save_steps=3),
             "epochs": Training(learning_rate=1e-2, logging_steps=1)}
     for name, training in runs.items():
-        plan = TrainPlan(task="sequence_classification", model_dir=tiny_bert, train_file=train_file,
-                         valid_file=valid_file, output_dir=tmp_path / name / "out",
-                         checkpoints_dir=tmp_path / name / "ckpt", seed=2, tuning=Tuning(dropout=0.0),
-                         training=training, hyperparameters=hp)
+        plan = make_plan(tmp_path / name, model_dir=tiny_bert, train_file=train_file, valid_file=valid_file,
+                         seed=2, tuning=Tuning(dropout=0.0), training=training, hyperparameters=hp)
         hooks = RecordingHooks()
         train(plan, hooks)
         steps = [m["step"] for m in hooks.metrics]

@@ -15,31 +15,30 @@ from testkit.tiny_models import classification_rows, write_classification_jsonl,
 from worker.engine.data import load_examples
 from worker.engine.datasets import IGNORE_INDEX, PadCollator, build_dataset
 from worker.engine.packing import PackingCollator, pack_rows
-from worker.engine.trainer import TrainPlan, _training_arguments, load_base_model, resolve_bf16, train
+from worker.engine.hf_trainer import resolve_bf16, training_arguments
+from worker.engine.trainer import TrainPlan, load_base_model, train
 
 
 def plan_for(tmp, model_dir, train_file, *, task="sequence_classification", training, n_epochs=2, batch_size=8,
              valid_file=None):
-    hp = {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate": training.learning_rate or 1e-2,
-          "learning_rate_multiplier": 1.0}
-    return TrainPlan(task=task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
-                     output_dir=tmp / "out", checkpoints_dir=tmp / "checkpoints", seed=2,
-                     tuning=Tuning(dropout=0.0), training=training, hyperparameters=hp)
+    return TrainPlan.in_folder(tmp, task=task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
+                               seed=2, tuning=Tuning(dropout=0.0), training=training, n_epochs=n_epochs,
+                               batch_size=batch_size)
 
 
-def test_fields_map_onto_training_arguments(tmp_path):
+def test_fields_map_ontotraining_arguments(tmp_path):
     training = Training(
         learning_rate=1e-3, lr_scheduler="cosine", warmup_steps=3, weight_decay=0.01, gradient_accumulation_steps=4,
         eval_steps=5, save_steps=10, logging_steps=2, max_steps=40, gradient_checkpointing=True, bf16=False,
     )
-    args = _training_arguments(plan_for(tmp_path, tmp_path, tmp_path / "t.jsonl", training=training), has_eval=True)
+    args = training_arguments(plan_for(tmp_path, tmp_path, tmp_path / "t.jsonl", training=training), has_eval=True)
     assert args.lr_scheduler_type.value == "cosine" and args.warmup_steps == 3
     assert args.weight_decay == 0.01 and args.gradient_accumulation_steps == 4 and args.max_steps == 40
     assert (args.eval_strategy.value, args.eval_steps) == ("steps", 5)
     assert args.save_steps == 10 and args.logging_steps == 2
     assert args.activation_checkpointing and not args.bf16
     # Ratio warmup, once-per-epoch intervals and no evaluation without an evaluation set.
-    args = _training_arguments(
+    args = training_arguments(
         plan_for(tmp_path, tmp_path, tmp_path / "t.jsonl", training=Training(warmup_ratio=0.1)), has_eval=False)
     assert args.warmup_steps == pytest.approx(0.1)
     assert args.save_strategy.value == "epoch" and args.eval_strategy.value == "no"

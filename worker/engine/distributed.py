@@ -1,9 +1,10 @@
 """Multi-device training: ``training.n_gpus > 1`` runs the plan under torch.distributed.
 
 The worker task's process (the parent, which holds the job's lease and its hooks) starts
-``python -m torch.distributed.run --standalone --nproc_per_node N -m worker.engine.distributed DIR``
-in a new process group. Every rank runs the same ``train`` (transformers' Trainer wraps the model in
-DistributedDataParallel: NCCL on CUDA, gloo on CPU, where N processes share the CPU). Only rank 0
+``python -m torch.distributed.run --standalone --nproc_per_node N -m worker.engine.rank DIR``
+in a new process group. Every rank (worker.engine.rank) runs the same ``train_local`` (transformers'
+Trainer wraps the model in DistributedDataParallel: NCCL on CUDA, gloo on CPU, where N processes share
+the CPU). Only rank 0
 reports: it appends its hook calls to ``DIR/events.jsonl``, which the parent tails and replays on the
 real hooks. The parent polls ``should_stop()``; when it turns true it creates ``DIR/stop``, which
 rank 0 sees after the next step and all ranks agree on (an all-reduce), so they stop at the same
@@ -15,7 +16,6 @@ record who ran (``result.data["ranks"]``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -28,41 +28,13 @@ from pathlib import Path
 
 import torch
 
-from hubtune.spec import Training, Tuning
-from worker.engine.sampling import OptionError
+from worker.engine.options import OptionError
+from worker.engine.plan import TrainPlan, TrainResult, flush_metrics
 
 POLL_S = 0.5
 STOP_GRACE_S = 60.0
 KILL_GRACE_S = 10.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-# ---------------------------------------------------------------------------------------------
-# Plan <-> JSON
-
-
-def plan_to_json(plan) -> dict:
-    out = {}
-    for f in dataclasses.fields(plan):
-        value = getattr(plan, f.name)
-        if isinstance(value, Path):
-            value = str(value)
-        elif isinstance(value, (Tuning, Training)):
-            value = value.model_dump(mode="json")
-        out[f.name] = value
-    return out
-
-
-def plan_from_json(data: dict):
-    from worker.engine.trainer import TrainPlan
-
-    values = dict(data)
-    for name in ("model_dir", "train_file", "valid_file", "output_dir", "checkpoints_dir", "resume_from"):
-        if values.get(name) is not None:
-            values[name] = Path(values[name])
-    values["tuning"] = Tuning.model_validate(values["tuning"])
-    values["training"] = Training.model_validate(values["training"])
-    return TrainPlan(**values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,12 +49,6 @@ def _processes(n: int) -> int:
     return n
 
 
-def _flush_metrics(hooks) -> None:
-    from worker.engine.trainer import _flush_metrics as flush
-
-    flush(hooks)
-
-
 def _relay(line: str, hooks) -> None:
     event = json.loads(line)
     kind, args = event["kind"], event["args"]
@@ -91,7 +57,7 @@ def _relay(line: str, hooks) -> None:
     elif kind == "metrics":
         hooks.on_metrics(args["metrics"])
     elif kind == "checkpoint":
-        _flush_metrics(hooks)  # the steps before a checkpoint are written before its event
+        flush_metrics(hooks)  # the steps before a checkpoint are written before its event
         hooks.on_checkpoint(step=args["step"], path=Path(args["path"]), metrics=args["metrics"])
     elif kind == "evaluation" and getattr(hooks, "on_evaluation", None) is not None:
         hooks.on_evaluation(**args)
@@ -111,13 +77,11 @@ def _stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def train_distributed(plan, hooks):
+def train_distributed(plan: TrainPlan, hooks) -> TrainResult:
     """Run ``plan`` on ``training.n_gpus`` processes and return rank 0's TrainResult."""
-    from worker.engine.trainer import TrainResult
-
     n = _processes(plan.training.n_gpus)
     workdir = Path(tempfile.mkdtemp(prefix="hubtune-ddp-"))
-    (workdir / "plan.json").write_text(json.dumps(plan_to_json(plan)))
+    (workdir / "plan.json").write_text(json.dumps(plan.to_json()))
     (workdir / "parent.pid").write_text(str(os.getpid()))
     events = workdir / "events.jsonl"
     events.touch()
@@ -125,7 +89,7 @@ def train_distributed(plan, hooks):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-           "--nproc_per_node", str(n), "-m", "worker.engine.distributed", str(workdir)]
+           "--nproc_per_node", str(n), "-m", "worker.engine.rank", str(workdir)]
     with open(workdir / "log.txt", "wb") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=str(PROJECT_ROOT), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -151,97 +115,21 @@ def train_distributed(plan, hooks):
             time.sleep(POLL_S)
     finally:
         _stop_group(proc)
-        _flush_metrics(hooks)  # metrics the hooks still buffer (worker.hooks batches them)
+        flush_metrics(hooks)  # metrics the hooks still buffer (worker.hooks batches them)
     try:
-        return _collect(workdir, proc.returncode, stopped=stop_asked is not None, n=n, result_type=TrainResult)
+        return _collect(workdir, proc.returncode, stopped=stop_asked is not None, n=n)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _collect(workdir: Path, returncode: int, *, stopped: bool, n: int, result_type):
+def _collect(workdir: Path, returncode: int, *, stopped: bool, n: int) -> TrainResult:
     result_path = workdir / "result.json"
     if returncode != 0 or not result_path.is_file():
         if stopped:  # terminated after a stop request: nothing to report but the stop
-            return result_type(stopped=True, steps=0, trained_tokens=0, metrics={}, reference={},
+            return TrainResult(stopped=True, steps=0, trained_tokens=0, metrics={}, reference={},
                                trainable_params=0, total_params=0, data={"world_size": n})
         tail = (workdir / "log.txt").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"distributed training failed (exit code {returncode}): {tail}")
-    result = result_type(**json.loads(result_path.read_text()))
+    result = TrainResult(**json.loads(result_path.read_text()))
     result.data["ranks"] = [json.loads(p.read_text()) for p in sorted(workdir.glob("rank-*.json"))]
     return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Child: one rank
-
-
-class RelayHooks:
-    """Rank 0 appends hook calls to the events file; every rank agrees on should_stop."""
-
-    def __init__(self, workdir: Path, rank: int) -> None:
-        self.workdir, self.rank = workdir, rank
-
-    def _write(self, kind: str, **args) -> None:
-        if self.rank != 0:
-            return
-        with open(self.workdir / "events.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"kind": kind, "args": args}, default=str) + "\n")
-            f.flush()
-
-    def on_start(self, *, total_steps: int, trainable_params: int, total_params: int) -> None:
-        self._write("start", total_steps=total_steps, trainable_params=trainable_params, total_params=total_params)
-
-    def on_metrics(self, metrics: dict) -> None:
-        self._write("metrics", metrics=metrics)
-
-    def on_checkpoint(self, *, step: int, path: Path, metrics: dict) -> None:
-        self._write("checkpoint", step=step, path=str(path), metrics=metrics)
-
-    def on_evaluation(self, *, stage: str, message: str, data: dict) -> None:
-        self._write("evaluation", stage=stage, message=message, data=data)
-
-    def _stop_asked(self) -> bool:
-        return (self.workdir / "stop").exists()
-
-    def _parent_alive(self) -> bool:
-        # A worker killed outright cannot stop its ranks: they stop themselves once it is gone.
-        pid_file = self.workdir / "parent.pid"
-        if not pid_file.is_file():
-            return True
-        try:
-            os.kill(int(pid_file.read_text()), 0)
-        except (OSError, ValueError):
-            return False
-        return True
-
-    def should_stop(self) -> bool:
-        import torch.distributed as dist
-
-        flag = 1.0 if self.rank == 0 and (self._stop_asked() or not self._parent_alive()) else 0.0
-        if not dist.is_initialized():
-            return bool(flag)
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        tensor = torch.tensor([flag], device=device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return bool(tensor.item())
-
-
-def main(workdir: str) -> None:
-    from worker.engine.runtime import freeze_imports, load_training_stack
-    from worker.engine.trainer import train
-
-    load_training_stack()
-    freeze_imports()  # as in a warm worker: Trainer's full collection at start skips the imports
-    root = Path(workdir)
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    plan = plan_from_json(json.loads((root / "plan.json").read_text()))
-    result = train(plan, RelayHooks(root, rank))
-    (root / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "world_size": world, "steps": result.steps}))
-    if rank == 0:
-        (root / "result.json").write_text(json.dumps(dataclasses.asdict(result), default=str))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

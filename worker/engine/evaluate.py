@@ -44,29 +44,14 @@ from worker.engine.data import CAUSAL_LM, SEQUENCE_CLASSIFICATION, Examples
 from worker.engine.datasets import IGNORE_INDEX
 from worker.engine.holdout import RULE, RULE_CAUSAL_LM, held_out_indices, reliability
 from worker.engine.metrics import classification_metrics, majority_label
-from worker.engine.sampling import OptionError
+from worker.engine.options import GOAL_METRICS, OptionError, check_goal  # noqa: F401 (re-exported)
 
 PRIMARY_METRIC = {SEQUENCE_CLASSIFICATION: "macro_f1", CAUSAL_LM: "valid_loss"}
 # What the "base" column holds for each task (see the module docstring).
 BASE_KIND = {SEQUENCE_CLASSIFICATION: "linear_probe", CAUSAL_LM: "base_model"}
 BASELINE_NAMES = {"linear_probe": "linear probe on the base model's embeddings", "base_model": "base model"}
-GOAL_METRICS = {
-    SEQUENCE_CLASSIFICATION: ("accuracy", "macro_f1", "valid_loss"),
-    CAUSAL_LM: ("valid_loss", "perplexity"),
-}
 SPLIT_KEYS = ("source", "examples", "fraction", "reliable", "unreliable_reason")  # what the evaluation record keeps
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "valid_loss": False, "perplexity": False}
-
-
-def check_goal(goal, *, task: str) -> None:
-    if goal is None:
-        return
-    known = GOAL_METRICS[task]
-    if goal.metric not in known:
-        raise OptionError(
-            f"goal metric {goal.metric!r} is not reported for {task}; choose one of {', '.join(known)}",
-            param="training.goal.metric",
-        )
 
 
 def _subset(examples: Examples, indices: list[int]) -> Examples:

@@ -200,7 +200,7 @@ def _run(plan, hooks, *, model, train_ds, collator, eval_collator, labels, class
                                         f"{budget_fraction:.0%} of it gives each of {fewest} "
                                         f"candidates fewer than {2 * min_rung_steps} steps"}
     factors, survivors, rung = fitted
-    from worker.engine.trainer import resolve_bf16  # here: trainer imports this module
+    from worker.engine.hf_trainer import resolve_bf16  # here: importing the search need not import transformers
 
     warmup = training.warmup_steps if training.warmup_steps is not None else training.warmup_ratio
     runner = TrialRunner(

@@ -14,16 +14,7 @@ from collections import Counter
 
 import torch
 
-from hubtune.errors import JobError
-
-
-class OptionError(JobError, ValueError):
-    """A training option that does not fit the data or task; ``param`` names the field."""
-
-    code = "invalid_training_option"
-
-    def __init__(self, message: str, *, param: str) -> None:
-        super().__init__(self.code, message, param)
+from worker.engine.options import OptionError, check_class_weights  # noqa: F401 (OptionError: re-exported)
 
 
 def class_weights(setting, *, labels: list[str], label_ids: list[int]) -> list[float] | None:
@@ -34,13 +25,7 @@ def class_weights(setting, *, labels: list[str], label_ids: list[int]) -> list[f
         counts = Counter(label_ids)
         n, k = len(label_ids), len(labels)
         return [n / (k * counts[i]) if counts[i] else 1.0 for i in range(k)]
-    unknown = [label for label in setting if label not in labels]
-    if unknown:
-        raise OptionError(
-            f"class_weights names label {unknown[0]!r}, which the training file does not have "
-            f"(labels: {', '.join(labels)})",
-            param=f"training.class_weights.{unknown[0]}",
-        )
+    check_class_weights(setting, labels=labels)
     return [float(setting.get(label, 1.0)) for label in labels]
 
 
@@ -78,19 +63,3 @@ class WeightedClassSampler(torch.utils.data.Sampler):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         draws = torch.multinomial(self.weights, len(self.weights), replacement=True, generator=generator)
         return iter(draws.tolist())
-
-
-def check_training_options(training, *, task: str, labels: list[str]) -> None:
-    """Refuse options that do not fit the task or data before anything is trained (prepare and train)."""
-    from worker.engine.evaluate import check_goal
-
-    classification = task == "sequence_classification"
-    if training.class_weights is not None:
-        if not classification:
-            raise OptionError("class_weights apply to sequence_classification only", param="training.class_weights")
-        class_weights(training.class_weights, labels=labels, label_ids=list(range(len(labels))))
-    if training.sampler == "weighted" and not classification:
-        raise OptionError('sampler "weighted" applies to sequence_classification only', param="training.sampler")
-    if training.packing and classification:
-        raise OptionError("packing applies to causal_lm only", param="training.packing")
-    check_goal(training.goal, task=task)

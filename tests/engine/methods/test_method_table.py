@@ -47,17 +47,15 @@ def data(tmp_path_factory):
     }
 
 
-def make_plan(tmp: Path, *, task: str, model_dir: Path, train_file: Path, tuning: Tuning, lr: float) -> TrainPlan:
+def method_plan(tmp: Path, *, task: str, model_dir: Path, train_file: Path, tuning: Tuning, lr: float) -> TrainPlan:
     # No held-out split, and no checkpoint or evaluation before the end: this is about the method.
     training = Training(learning_rate=lr, logging_steps=1, validation_split=0.0, save_steps=1000, eval_steps=1000)
     hp = resolve_hyperparameters(
         n_examples=N_EXAMPLES, task=task, tuning_type="lora",  # the rate is given: only its rules matter
         requested=Hyperparameters(n_epochs=EPOCHS, batch_size=BATCH), training=training,
     )
-    return TrainPlan(
-        task=task, model_dir=model_dir, train_file=train_file, valid_file=None, output_dir=tmp / "out",
-        checkpoints_dir=tmp / "checkpoints", seed=0, tuning=tuning, training=training, hyperparameters=hp,
-    )
+    return TrainPlan.in_folder(tmp, task=task, model_dir=model_dir, train_file=train_file, seed=0, tuning=tuning,
+                               training=training, hyperparameters=hp)
 
 
 def trainable_names(model) -> set[str]:
@@ -86,7 +84,7 @@ def expected_trainable(case_id: str, names: set[str], all_names: set[str], task:
 def test_method_trains_and_reloads(case, task, tmp_path, tiny_bert, tiny_llama, data):
     case_id, tuning, lr, _ = case
     model_dir = tiny_bert if task == CLS else tiny_llama
-    plan = make_plan(tmp_path, task=task, model_dir=model_dir, train_file=data[task], tuning=tuning, lr=lr)
+    plan = method_plan(tmp_path, task=task, model_dir=model_dir, train_file=data[task], tuning=tuning, lr=lr)
     hooks = RecordingHooks()
     result = train(plan, hooks)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from worker.engine.methods import MethodError, register
+from worker.engine.methods.base import MethodError
 from worker.engine.methods.lora import heads_to_save
 
 CONFIG_FILE = "hubtune_adapter_config.json"
@@ -170,7 +170,6 @@ def _saved_keys(model: nn.Module, heads: list[str]) -> list[str]:
     ]
 
 
-@register
 class Adapter:
     name = "adapter"
 

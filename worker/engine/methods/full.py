@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 
-from worker.engine.methods import MethodError, register
+from worker.engine.methods.base import MethodError
 
 
-@register
 class Full:
     name = "full"
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from torch import nn
 
-from worker.engine.methods import register
 
 # Leaf module names that target_modules="auto" picks, per config.model_type.
 _BERT_LIKE = ["query", "key", "value", "dense"]
@@ -74,7 +73,6 @@ def classification_heads(model: nn.Module) -> list[str]:
     return [name for name in CLASSIFICATION_HEADS if isinstance(getattr(model, name, None), nn.Module)]
 
 
-@register
 class Lora:
     name = "lora"
 

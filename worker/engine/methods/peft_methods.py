@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from hubtune.spec import UNSUPPORTED_PEFT
-from worker.engine.methods import MethodError, _METHODS, register
+from worker.engine.methods.base import MethodError
 from worker.engine.methods.lora import Lora, auto_target_modules, heads_to_save, peft_task_type
 
 # peft methods the trainer cannot run (the reasons live beside the API's list of tuning types), and
@@ -44,18 +44,14 @@ def peft_method_names() -> list[str]:
 
 
 def lookup(name: str):
-    """The registered method for peft config name `name` (registering it on first use), or None
+    """A method for peft config name `name` (the registry registers it on first use), or None
     when peft has no such method. A method peft has but hubtune cannot run raises MethodError."""
-    if name in _METHODS:
-        return _METHODS[name]
     if name in UNSUPPORTED and name != "lora":
         raise MethodError(UNSUPPORTED[name], param="tuning.type")
     classes = _config_classes()
     if name not in classes or name in UNSUPPORTED:
         return None
-    method = PeftMethod(name, classes[name])
-    register(method)
-    return method
+    return PeftMethod(name, classes[name])
 
 
 class PeftMethod:

@@ -10,7 +10,7 @@ import importlib.util
 import warnings
 from pathlib import Path
 
-from worker.engine.methods import MethodError, register
+from worker.engine.methods.base import MethodError
 from worker.engine.methods.lora import HEAD_NAMES, Lora, build_lora
 
 
@@ -20,7 +20,6 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-@register
 class QLora:
     name = "qlora"
 
