@@ -69,7 +69,7 @@ def hubtune_plan(task: Task, seed: int, work: Path, *, learning_rate: float | No
     from hubtune.spec import JobRequest
     from worker.engine.data import load_examples
     from worker.engine.evaluate import split_record
-    from worker.engine.hparams import resolve_hyperparameters
+    from worker.engine.hparams import model_parameters, resolve_hyperparameters
     from worker.engine.plan import TrainPlan
 
     folder = Path(tempfile.mkdtemp(prefix=f"hubtune-{task.name}-", dir=work))
@@ -85,7 +85,7 @@ def hubtune_plan(task: Task, seed: int, work: Path, *, learning_rate: float | No
     held_out = split["examples"] if split["source"] == "held_out" else 0
     hyper = resolve_hyperparameters(n_examples=len(examples.rows) - held_out, task=task.kind,
                                     tuning_type=request.tuning.type, requested=request.effective_hyperparameters(),
-                                    training=request.training)
+                                    training=request.training, n_params=model_parameters(model_dir(task), task=task.kind))
     return TrainPlan.in_folder(folder, task=task.kind, model_dir=model_dir(task), train_file=train_file, seed=seed,
                                tuning=request.tuning, training=request.training, hyperparameters=hyper)
 

@@ -94,7 +94,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     from worker.engine.data_report import data_report
     from worker.engine.evaluate import split_record
     from worker.engine.verdict import split_warnings
-    from worker.engine.hparams import resolve_hyperparameters
+    from worker.engine.hparams import model_parameters, resolve_hyperparameters
     from worker.engine.options import check_training_options
     from worker.engine.tokenizers import cached_tokenizer
 
@@ -118,6 +118,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     hyper = resolve_hyperparameters(
         n_examples=len(train.rows) - (split["examples"] if split["source"] == "held_out" else 0), task=train.task, tuning_type=request.tuning.type,
         requested=request.effective_hyperparameters(), training=request.training,
+        n_params=model_parameters(model_dir, task=train.task),
     )
     spec = request.model_dump(mode="json")
     spec["task"] = train.task

@@ -153,7 +153,8 @@ def test_follow_shows_the_eta_then_pause_checkpoints_events_resume(up):
     events = ok(cli(up, "jobs", "events", job_id, "--limit", "100")).splitlines()
     assert events[0].split() == ["TIME", "LEVEL", "MESSAGE"]
     messages = [line.split(None, 3)[3] for line in events[1:] if len(line.split(None, 3)) == 4]
-    started = next(i for i, m in enumerate(messages) if m.startswith("Training started"))
+    started = next((i for i, m in enumerate(messages) if m.startswith("Training started")), None)
+    assert started is not None, events
     paused = next(i for i, m in enumerate(messages) if m == "Fine-tuning job paused")
     assert started < paused  # oldest first, as a log reads
 

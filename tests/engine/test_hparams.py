@@ -91,3 +91,22 @@ def test_classifier_makes_at_least_100_steps(n, epochs, batch):
 def test_classifier_min_steps_use_an_explicit_batch():
     assert resolve(100, Hyperparameters(batch_size=50))["n_epochs"] == 25  # 2 steps an epoch
     assert resolve(100, Hyperparameters(batch_size=4))["n_epochs"] == 4  # 25 steps an epoch
+
+
+def test_a_small_causal_lm_gets_the_higher_lora_rate_and_a_large_one_keeps_2e4(tiny_llama):
+    from worker.engine.hparams import model_parameters
+
+    # The rate follows the base model's size, read from its config.json as prepare reads it.
+    n_params = model_parameters(tiny_llama, task="causal_lm")
+    assert n_params is not None and 0 < n_params < 1_000_000_000
+
+    def rate(n_params, tuning_type="lora"):
+        return resolve_hyperparameters(n_examples=100, task="causal_lm", tuning_type=tuning_type,
+                                       requested=Hyperparameters(), training=Training(),
+                                       n_params=n_params)["learning_rate"]
+
+    assert rate(n_params) == rate(134_515_008) == rate(134_515_008, "qlora") == pytest.approx(1e-3)  # SmolLM2-135M
+    assert rate(7_000_000_000) == rate(7_000_000_000, "qlora") == pytest.approx(2e-4)  # the QLoRA paper's
+    assert rate(None) == pytest.approx(2e-4)  # size unknown: the conservative rate
+    assert rate(134_515_008, "adapter") == 1e-3 and rate(134_515_008, "full") == 2e-5
+    assert model_parameters(tiny_llama / "missing", task="causal_lm") is None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+from hubtune.estimator import EstimateError, architecture
 from hubtune.spec import Hyperparameters, Training
 
 # Base learning rates per tuning method, before learning_rate_multiplier: the usual starting points
 # (LoRA/QLoRA 2e-4 as in the QLoRA paper; bottleneck adapters 1e-3 as in Houlsby et al.; every weight
 # 2e-5, the BERT fine-tuning range). Any other peft method starts from OTHER_PEFT_LEARNING_RATE.
-# Causal LMs keep these (bench/quality.py's causal grid is in BENCHMARKS.md).
+# Causal LMs of 1B parameters or more keep these (not measured here: no such model runs on this machine).
 BASE_LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "adapter": 1e-3, "full": 2e-5}
 OTHER_PEFT_LEARNING_RATE = 2e-4
 # A sequence classifier's LoRA must move a classification head that starts from random weights: 2e-4 is
@@ -20,6 +23,13 @@ OTHER_PEFT_LEARNING_RATE = 2e-4
 # an earlier user's 4-class set: 2e-4 -> 0.12, 1e-3 -> 0.48, 3e-3 -> 0.84, and 1,000 SMS 1e-3 -> 0.94.
 # 1e-3 is best or close on most sets and never collapsed; 3e-3 did. adapter and full were not measured.
 CLASSIFICATION_LEARNING_RATES = {"lora": 1e-3, "qlora": 1e-3}
+# A small causal LM's LoRA learns faster than the QLoRA paper's 2e-4 (set for 7B-65B models). Plain
+# transformers+peft script on SmolLM2-135M-Instruct, 3 epochs, batch 8, held-out assistant-token loss
+# (BENCHMARKS.md §6): chat 1e-4 -> 2.279, 3e-4 -> 2.100, 1e-3 -> 2.020, 3e-3 -> 2.156. Larger models
+# want lower LoRA rates (the QLoRA paper: 2e-4 up to 13B, 1e-4 beyond), so the higher rate applies below
+# SMALL_CAUSAL_PARAMS only, where it was measured; bigger models keep BASE_LEARNING_RATES.
+SMALL_CAUSAL_LEARNING_RATES = {"lora": 1e-3, "qlora": 1e-3}
+SMALL_CAUSAL_PARAMS = 1_000_000_000
 
 DEFAULT_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 100  # tiny sets get more epochs, so that about this many examples are seen
@@ -51,14 +61,28 @@ def min_steps_epochs(n_examples: int, batch_size: int, epochs: int) -> int:
     return max(epochs, min(MAX_AUTO_EPOCHS, math.ceil(MIN_CLASSIFICATION_STEPS / steps_per_epoch)))
 
 
-def base_learning_rate(task: str, tuning_type: str) -> float:
+def base_learning_rate(task: str, tuning_type: str, *, n_params: int | None = None) -> float:
     if task == "sequence_classification" and tuning_type in CLASSIFICATION_LEARNING_RATES:
         return CLASSIFICATION_LEARNING_RATES[tuning_type]
+    if (task == "causal_lm" and tuning_type in SMALL_CAUSAL_LEARNING_RATES and n_params is not None
+            and n_params < SMALL_CAUSAL_PARAMS):
+        return SMALL_CAUSAL_LEARNING_RATES[tuning_type]
     return BASE_LEARNING_RATES.get(tuning_type, OTHER_PEFT_LEARNING_RATE)
 
 
+def model_parameters(model_dir: str | Path, *, task: str) -> int | None:
+    """The base model's parameter count from its config.json (hubtune.estimator's architecture table);
+    None when the config is missing or of an architecture the estimator does not know."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+        return architecture(config, task=task).total
+    except (OSError, ValueError, KeyError, EstimateError):
+        return None
+
+
 def resolve_hyperparameters(
-    *, n_examples: int, task: str, tuning_type: str, requested: Hyperparameters, training: Training
+    *, n_examples: int, task: str, tuning_type: str, requested: Hyperparameters, training: Training,
+    n_params: int | None = None,
 ) -> dict:
     """Turn the request's hyperparameters (each a value or "auto") into the numbers training uses.
 
@@ -73,7 +97,8 @@ def resolve_hyperparameters(
       E.g. 7 examples -> 1, 40 -> 4, 100 -> 8, 1,000 -> 16.
     - ``learning_rate_multiplier``: 1.0.
     - ``learning_rate`` (always derived): (``training.learning_rate`` if set, else the base rate of
-      the task and method: sequence_classification with lora/qlora 1e-3; otherwise lora/qlora 2e-4,
+      the task and method: sequence_classification with lora/qlora 1e-3; causal_lm with lora/qlora on a
+      model of fewer than 1B parameters (``n_params``, from model_parameters) 1e-3; otherwise lora/qlora 2e-4,
       adapter 1e-3, full 2e-5, any other peft method 2e-4) x ``learning_rate_multiplier``.
     - ``learning_rate_search`` (always derived): True when both ``learning_rate_multiplier`` is "auto"
       and ``training.learning_rate`` is unset: training then searches around ``learning_rate`` first
@@ -97,7 +122,7 @@ def resolve_hyperparameters(
     else:
         n_epochs = auto_epochs(n_examples)
     multiplier = 1.0 if requested.learning_rate_multiplier == "auto" else float(requested.learning_rate_multiplier)
-    method_rate = base_learning_rate(task, tuning_type)
+    method_rate = base_learning_rate(task, tuning_type, n_params=n_params)
     base = training.learning_rate if training.learning_rate is not None else method_rate
     return {
         "n_epochs": n_epochs,
