@@ -81,11 +81,13 @@ def test_short_runs_race_fewer_candidates():
         return rung_plan(planned=planned, slice_batches=slice_batches, accumulation=1,
                          factor_sets=[DEFAULT_FACTORS, SHORT_FACTORS], min_rung_steps=4, budget_fraction=0.3)
 
-    # 300 planned steps: five candidates, 12 steps each, the best two on to 24.
-    assert fit(300) == (DEFAULT_FACTORS, [5, 2], 12)
-    # A 68-example classifier (batch 8, 12 epochs = 108 steps): five candidates would get 3 steps each;
-    # three get 10 (30 % of 108 = 32.4, less 3 slice evaluations of 2 batches at 1/3 of a step).
-    assert fit(108) == (SHORT_FACTORS, [3], 10)
+    # 300 planned steps: four candidates, 14 steps each, the best two on to 28.
+    assert fit(300) == (DEFAULT_FACTORS, [4, 2], 14)
+    # A 68-example classifier (batch 8, 12 epochs = 108 steps): four candidates get 4 steps each
+    # (30 % of 108 = 32.4, less 6 slice evaluations of 2 batches at 1/3 of a step, over 4 + 2 units).
+    assert fit(108) == (DEFAULT_FACTORS, [4, 2], 4)
+    # 90 steps: four would get 3 each; three get 8 (27 less 3 evaluations of 2 batches, over 3 units).
+    assert fit(90) == (SHORT_FACTORS, [3], 8)
     # 20 steps: not even three candidates get 8 steps: no search.
     assert fit(20) is None
 
@@ -144,9 +146,9 @@ def test_default_budget_stays_within_30_percent(tmp_path, tiny_bert):
     result = train(plan, RecordingHooks())
     search = result.search
     assert search["ran"], search
-    assert len(search["candidates"]) == 5 and search["rung_steps"][0] >= 4
+    assert len(search["candidates"]) == 4 and search["rung_steps"][0] >= 4
     assert search["trial_steps"] <= 0.30 * search["planned_steps"]
-    assert search["trial_steps"] == 5 * search["rung_steps"][0] + 2 * search["rung_steps"][0]
+    assert search["trial_steps"] == 4 * search["rung_steps"][0] + 2 * search["rung_steps"][0]
 
 
 def test_a_short_run_skips_with_the_reason(tmp_path, tiny_bert):

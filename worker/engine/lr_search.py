@@ -2,16 +2,21 @@
 ``learning_rate_search``): a few candidate rates race on a slice of the planned steps, and the main
 run trains with the winner.
 
-- Candidates: the resolved (calibrated) rate x DEFAULT_FACTORS (1/4, 1/2, 1, 2, 4: a 16x span centred
-  on the default, so the default stays the middle candidate). A candidate multiplies every
+- Candidates: the resolved (calibrated) rate x DEFAULT_FACTORS (1/4, 1/2, 1, 2: an 8x span, at most
+  twice the default). Not 4x: short trials rank rates by how fast they start, and a high rate that
+  starts fastest can collapse later, which no trial sees. bench/quality.py, MiniLM LoRA (default 1e-3):
+  on "medium" (2,000 rows) the search with 4x chose 4e-3 (slice macro-F1 0.46 after 20 steps against
+  0.12) and the run ended predicting one class (test macro-F1 0.067; 1e-3: 0.80); the plain script at
+  3e-3 collapsed the same way on binary_imbalanced. A candidate multiplies every
   learning-rate key of plan.hyperparameters (keys ending in "learning_rate").
 - Successive halving, synchronous: rung 1 trains every candidate r steps from the run's initial weights;
   the best half (rounded down, at least 2 until the last rung) go on from their own state (weights and
-  AdamW moments) to 2r, 4r, ... until the last rung picks one (5 candidates: 5 x r, then 2 on to 2r =
-  7r steps). r follows from the budget: trial steps + the slice evaluations (a forward pass counted as
+  AdamW moments) to 2r, 4r, ... until the last rung picks one (4 candidates: 4 x r, then 2 on to 2r =
+  6r steps). r follows from the budget: trial steps + the slice evaluations (a forward pass counted as
   1/3 of a step) <= BUDGET_FRACTION of the planned run's optimizer steps.
-- A short run (too short for five candidates: a 60-90-example classifier's 100-110 steps give r = 3)
-  races SHORT_FACTORS (1/3, 1, 3: a 9x span around the default, in one rung) instead. Either way the finalists train at least 2 x MIN_RUNG_STEPS steps.
+- A short run (too short for four candidates: a 60-90-example classifier's 100-110 steps give r = 3)
+  races SHORT_FACTORS (1/2, 1, 2, in one rung) instead. Either way the finalists train at least
+  2 x MIN_RUNG_STEPS steps.
 - Metric on the search slice: macro-F1 for classification (ties: the slice's cross-entropy, then the
   candidate nearer the default); causal_lm: the mean loss over trained tokens.
 - The calibrated default is the prior: in the last rung a candidate replaces it only when its slice
@@ -28,7 +33,7 @@ run trains with the winner.
   MAX_PLANNED_STEPS planned steps (a long run gains less from its first steps' rate, and 30 % of it is
   a long wait); each rung-1 trial gets MIN_RUNG_STEPS steps or more.
 
-Why not Optuna: the candidates are a fixed list of five and the halving is synchronous, so Optuna's
+Why not Optuna: the candidates are a fixed list of four and the halving is synchronous, so Optuna's
 samplers and pruners (made for open search spaces and asynchronous trials) would decide nothing here;
 the record below is what it would store. The trial loop is worker.engine.lr_trials.
 """
@@ -47,8 +52,8 @@ from worker.engine.datasets import EncodedDataset
 from worker.engine.evaluate import evaluate_model
 from worker.engine.lr_trials import Trial, TrialRunner, schedule_multipliers
 
-DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
-SHORT_FACTORS = (1 / 3, 1.0, 3.0)
+DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0)
+SHORT_FACTORS = (0.5, 1.0, 2.0)
 BUDGET_FRACTION = 0.30
 MIN_RUNG_STEPS = 4
 MAX_PLANNED_STEPS = 3000
