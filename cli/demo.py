@@ -1,5 +1,11 @@
 """`hubtune demo`: submit the demo job over REST (LoRA ticket classification on all-MiniLM-L6-v2),
-follow it with a progress bar, and print its metrics and where the adapter landed."""
+follow it with a progress bar, and print its metrics and where the adapter landed.
+
+The tickets' labels are topic x urgency ("billing-urgent", "bug-normal", ...; 5 of each in the
+validation file). Topic alone was too easy to show what fine-tuning adds: a linear probe on the frozen
+embeddings scored macro-F1 1.0 like the fine-tune, and the job was flagged "does not beat its
+baselines". With urgency the probe scores 0.85 and the fine-tune on the defaults 1.0 (majority 0.03).
+"""
 
 from __future__ import annotations
 
@@ -53,7 +59,8 @@ def run_demo(*, url: str, key: str) -> int:
         # shows what the defaults give.
         "training": {"max_seq_length": 64},
     }))
-    print(f"submitted {job['id']}: LoRA on {DEMO_MODEL}, 160 support tickets in 4 classes", flush=True)
+    print(f"submitted {job['id']}: LoRA on {DEMO_MODEL}, 160 support tickets in 8 classes (topic x urgency)",
+          flush=True)
     job = follow(client, job["id"])
     _summary(job)
     return 0 if job["status"] == "succeeded" else 1

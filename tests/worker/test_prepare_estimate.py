@@ -69,7 +69,7 @@ def test_estimate_and_prepare_agree_for_the_same_body(stack, tmp_path, case):
     env = stack
     key = env.key()
     if case == "quick-start classification":
-        # The quick start's body: 4 labels, short tickets, no task, batch size and sequence length left to
+        # The quick start's body: 8 labels, short tickets, no task, batch size and sequence length left to
         # hubtune (prepare once routed by 4 labels, 16 x the longest ticket; the estimate said 2 x 256).
         content = quick_start_file()
         body = {"model": "acme/tiny-bert", "tuning": {"type": "lora", "r": 8}}
