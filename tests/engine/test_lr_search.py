@@ -14,6 +14,7 @@ from tests.engine.conftest import RecordingHooks
 from worker.engine.hparams import resolve_hyperparameters
 from worker.engine.lr_search import (
     DEFAULT_FACTORS,
+    MIN_RUNG_STEPS,
     RECORD_FILE,
     SHORT_FACTORS,
     learning_rate_search,
@@ -61,7 +62,8 @@ def _plan(tmp: Path, model_dir: Path, *, per_topic=30, n_epochs=3, batch_size=8,
                                  requested=requested, training=training)
     return TrainPlan.in_folder(tmp, task="sequence_classification", model_dir=model_dir, train_file=train_file,
                                seed=1, tuning=tuning, training=training, hyperparameters=hp,
-                               search_options=options or {}, resume_from=resume_from)
+                               search_options={"min_rung_steps": 4} if options is None else options,
+                               resume_from=resume_from)
 
 
 def _searches(hooks: RecordingHooks) -> list[dict]:
@@ -104,6 +106,18 @@ def test_the_default_keeps_its_place_unless_a_candidate_wins_by_more_than_one_sl
     # A default knocked out in an earlier rung, or a causal LM's loss, leaves the best candidate.
     assert _keep_default(rung[1:], 3e-3, default=1e-3, task="sequence_classification", slice_examples=9) == 3e-3
     assert _keep_default(rung, 3e-3, default=1e-3, task="causal_lm", slice_examples=9) == 3e-3
+
+
+def test_with_the_default_rung_length_a_100_to_340_step_run_skips_and_a_long_one_searches():
+    # MIN_RUNG_STEPS (25): the bench's classifier runs (small 105, multiclass 116, binary 171, medium
+    # 339 steps) gave noisy or start-speed rankings, so they train at the calibrated default.
+    def fit(planned):
+        return rung_plan(planned=planned, slice_batches=2, accumulation=1,
+                         factor_sets=[DEFAULT_FACTORS, SHORT_FACTORS], min_rung_steps=MIN_RUNG_STEPS,
+                         budget_fraction=0.3)
+
+    assert [fit(p) for p in (105, 116, 171, 339)] == [None] * 4
+    assert fit(600) == (DEFAULT_FACTORS, [4, 2], 29)
 
 
 def test_hparams_key_follows_auto():
