@@ -159,3 +159,22 @@ def all_events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
         if not page["has_more"]:
             return list(reversed(events))
         after = page["data"][-1]["id"]
+
+
+def local_worker_env(tmp_path, monkeypatch):
+    """(data dir, database URL, LocalHub): a migrated SQLite database and process settings pointing at
+    it, with the local hub backend, so that the worker's own functions (run_prepare, run_train, ...)
+    run in this process. Clear get_settings and get_celery after the test."""
+    from hubtune.migrate import upgrade
+    from hubtune.queue import get_celery
+    from hubtune.settings import get_settings
+    from plugin import LocalHub
+
+    data = tmp_path / "data"
+    url = f"sqlite:///{tmp_path / 'hubtune.db'}"
+    upgrade(url)
+    for name, value in {"DATA_DIR": str(data), "DATABASE_URL": url, "HUB_BACKEND": "local"}.items():
+        monkeypatch.setenv(f"HUBTUNE_{name}", value)
+    get_settings.cache_clear()
+    get_celery.cache_clear()  # prepare rings train through the process's Celery app: this test's queue folder
+    return data, url, LocalHub(get_settings().resolved_hub_dir)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import openai
 import pytest
@@ -18,6 +16,7 @@ from hubtune.models import Job
 from tests.e2e.checks import assert_same_outputs, outputs_from_hub_by_repo_id
 from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
 from tests.plugin.hubserver import HubServer
+from tests.worker.hub_world import Receiver
 from testkit.services import postgres_database, redis_url
 from testkit.stack import Stack, upload, wait_for
 
@@ -26,27 +25,6 @@ HUB_TOKEN = "hub-e2e-token"
 WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 HOOK_SECRET = "hub-hook-secret"
 LICENSED_CARD = b"---\nlicense: apache-2.0\nlanguage: en\n---\n# tiny bert\n"
-
-
-class Receiver:
-    """A webhook endpoint on 127.0.0.1 that records what it was sent."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers["content-length"]))
-                received.append((body, dict(self.headers)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")

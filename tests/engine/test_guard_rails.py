@@ -11,11 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from bench.real_data import MissingData, labelled_rows
-from hubtune.migrate import upgrade
 from hubtune.models import Job, JobEvent
 from hubtune.queue import get_celery
 from hubtune.settings import get_settings
-from plugin import LocalHub
+from testkit.stack import local_worker_env
 from tests.server.apitest_helpers import auth, make_env, upload
 from worker.engine.data import load_examples
 from worker.engine.evaluate import split_for_evaluation, split_record
@@ -132,14 +131,7 @@ def test_labels_that_mix_numbers_and_strings_are_named_with_both_spellings(tmp_p
 def stack(tmp_path, monkeypatch, minilm):
     """A migrated SQLite database, process settings pointing at it, and a local hub holding the real
     all-MiniLM-L6-v2 (public) as acme/minilm; the worker's own functions run in this process."""
-    data = tmp_path / "data"
-    url = f"sqlite:///{tmp_path / 'hubtune.db'}"
-    upgrade(url)
-    for name, value in {"DATA_DIR": str(data), "DATABASE_URL": url, "HUB_BACKEND": "local"}.items():
-        monkeypatch.setenv(f"HUBTUNE_{name}", value)
-    get_settings.cache_clear()
-    get_celery.cache_clear()
-    hub = LocalHub(get_settings().resolved_hub_dir)
+    data, url, hub = local_worker_env(tmp_path, monkeypatch)
     hub.publish("acme/minilm", folder=minilm, message="all-MiniLM-L6-v2", private=False)
     yield make_env(url, data), hub
     get_settings.cache_clear()

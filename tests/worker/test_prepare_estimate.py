@@ -10,11 +10,10 @@ from importlib import resources
 import pytest
 from sqlalchemy import select
 
-from hubtune.migrate import upgrade
 from hubtune.models import Job, JobEvent, WorkerRecord
 from hubtune.queue import get_celery
 from hubtune.settings import get_settings
-from plugin import LocalHub
+from testkit.stack import local_worker_env
 from testkit.tiny_models import write_chat_jsonl
 from tests.server.apitest_helpers import auth, make_env, upload
 
@@ -23,14 +22,7 @@ ESTIMATE_FIELDS = ("total_bytes", "batch_size", "seq_len", "task", "precision")
 
 @pytest.fixture
 def stack(tmp_path, monkeypatch, tiny_bert, tiny_llama):
-    data = tmp_path / "data"
-    url = f"sqlite:///{tmp_path / 'hubtune.db'}"
-    upgrade(url)
-    for name, value in {"DATA_DIR": str(data), "DATABASE_URL": url, "HUB_BACKEND": "local"}.items():
-        monkeypatch.setenv(f"HUBTUNE_{name}", value)
-    get_settings.cache_clear()
-    get_celery.cache_clear()  # prepare rings train through the process's Celery app: this test's queue folder
-    hub = LocalHub(get_settings().resolved_hub_dir)
+    data, url, hub = local_worker_env(tmp_path, monkeypatch)
     hub.publish("acme/tiny-bert", folder=tiny_bert, message="tiny bert", private=False)
     hub.publish("acme/tiny-llama", folder=tiny_llama, message="tiny llama", private=False)  # public bases: any key may read them
     env = make_env(url, data)

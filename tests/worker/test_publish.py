@@ -48,14 +48,12 @@ def test_publish_retries_5xx_and_a_moved_branch_then_fails_fast_on_403(world, tm
     assert retries == [] and (folder / "adapter_model.safetensors").is_file()
 
 
-def test_full_fine_tune_card_carries_the_evaluation_and_the_license(world, tmp_path):
-    from huggingface_hub import ModelCard
-
+def publish_owned(env, server, tmp_path, *, tuning: str, evaluation) -> tuple[str, str]:
+    """Publish a trained job owned by a key that stored the owner's hub token; (repo id, commit)."""
     from worker.publish import run_publish
 
-    env, server = world
     env.client.post("/v1/hub/credentials", headers=auth(key := env.key()), json={"token": OWNER_TOKEN})
-    job_id = publishing_job(env, server, tmp_path, tuning="full", evaluation=EVALUATION)
+    job_id = publishing_job(env, server, tmp_path, tuning=tuning, evaluation=evaluation)
     with env.session() as s:
         s.get(Job, job_id).owner = owner_of(env, key)
         s.commit()
@@ -63,7 +61,14 @@ def test_full_fine_tune_card_carries_the_evaluation_and_the_license(world, tmp_p
     with env.session() as s:
         job = s.get(Job, job_id)
         assert job.status == "succeeded", job.error
-        repo_id, commit = job.fine_tuned_model.split("@")
+        return tuple(job.fine_tuned_model.split("@"))
+
+
+def test_full_fine_tune_card_carries_the_evaluation_and_the_license(world, tmp_path):
+    from huggingface_hub import ModelCard
+
+    env, server = world
+    repo_id, commit = publish_owned(env, server, tmp_path, tuning="full", evaluation=EVALUATION)
     assert repo_id == "acme/out-full" and server.hub.resolve(repo_id, revision="release") == commit
     files = server.hub.snapshot(repo_id, revision=commit)
     card = ModelCard.load(files / "README.md")
@@ -79,18 +84,8 @@ def test_full_fine_tune_card_carries_the_evaluation_and_the_license(world, tmp_p
 
 
 def test_card_without_an_evaluation_still_publishes(world, tmp_path):
-    from worker.publish import run_publish
 
     env, server = world
-    env.client.post("/v1/hub/credentials", headers=auth(key := env.key()), json={"token": OWNER_TOKEN})
-    job_id = publishing_job(env, server, tmp_path, tuning="adapter", evaluation=None)
-    with env.session() as s:
-        s.get(Job, job_id).owner = owner_of(env, key)
-        s.commit()
-    run_publish(job_id, get_settings())
-    with env.session() as s:
-        job = s.get(Job, job_id)
-        assert job.status == "succeeded", job.error
-        repo_id, commit = job.fine_tuned_model.split("@")
+    repo_id, commit = publish_owned(env, server, tmp_path, tuning="adapter", evaluation=None)
     text = (server.hub.snapshot(repo_id, revision=commit) / "README.md").read_text()
     assert "base_model_relation: adapter" in text and "load_for_inference" in text
