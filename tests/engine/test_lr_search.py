@@ -85,7 +85,7 @@ def test_short_runs_race_fewer_candidates():
 
     # 300 planned steps: four candidates, 14 steps each, the best two on to 28.
     assert fit(300) == (DEFAULT_FACTORS, [4, 2], 14)
-    # A 68-example classifier (batch 8, 12 epochs = 108 steps): four candidates get 4 steps each
+    # A 108-step run: four candidates get 4 steps each
     # (30 % of 108 = 32.4, less 6 slice evaluations of 2 batches at 1/3 of a step, over 4 + 2 units).
     assert fit(108) == (DEFAULT_FACTORS, [4, 2], 4)
     # 90 steps: four would get 3 each; three get 8 (27 less 3 evaluations of 2 batches, over 3 units).
