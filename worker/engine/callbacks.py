@@ -21,10 +21,13 @@ class HooksCallback(TrainerCallback):
     is also evaluated reaches on_metrics once, with both losses (one event, as OpenAI's read).
     """
 
-    def __init__(self, hooks: Hooks, *, trainable: int, total: int, checkpoint_on_stop: bool) -> None:
+    def __init__(self, hooks: Hooks, plan, *, trainable: int, total: int) -> None:
         self.hooks = hooks
+        # plan.checkpoint_on_stop is read when the run stops, not here: should_stop() clears it when the
+        # job was taken from this worker (worker/hooks.py), so that a fenced-out worker writes no
+        # checkpoint into the folder the job's new holder uses (tests/reliability/test_faults.py).
+        self.plan = plan
         self.trainable, self.total = trainable, total
-        self.checkpoint_on_stop = checkpoint_on_stop
         self.stopped = False  # should_stop() ended the run
         self.latest: dict[str, Any] = {}
         self.held: dict[str, Any] | None = None  # the last logged step's train metrics, not yet sent
@@ -98,7 +101,7 @@ class HooksCallback(TrainerCallback):
             self.stopped = True
             control.should_training_stop = True
             control.should_log = True
-            if self.checkpoint_on_stop:
+            if self.plan.checkpoint_on_stop:
                 control.should_save = True
 
 

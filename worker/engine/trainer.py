@@ -245,8 +245,7 @@ def _baseline(run: _Run) -> None:
 
 def _make_trainer(run: _Run, *, collator, weights) -> tuple[EngineTrainer, HooksCallback, EarlyStopping | None]:
     plan, evaluated = run.plan, run.eval_ds is not None
-    callback = HooksCallback(run.hooks, trainable=run.trainable, total=run.total,
-                             checkpoint_on_stop=plan.checkpoint_on_stop)
+    callback = HooksCallback(run.hooks, plan, trainable=run.trainable, total=run.total)
     early = EarlyStopping(plan.training.early_stopping_patience) if (
         plan.training.early_stopping_patience and evaluated) else None
     trainer = EngineTrainer(
