@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.quality_metrics import accuracy, macro_f1, majority_macro_f1
-from bench.real_data import FORTUNES_DIR, train_test_rows
+from bench.real_data import train_test_rows
+from testkit.real_data import real
 
 
 def test_macro_f1_averages_each_class():
@@ -21,9 +22,8 @@ def test_majority_baseline_scores_only_its_class():
     assert majority_macro_f1(["a", "a", "b"], ["a", "a", "a", "b"]) == pytest.approx(3 / 7)
 
 
-@pytest.mark.skipif(not (FORTUNES_DIR / "food").is_file(), reason="Debian fortunes are not installed")
 def test_train_and_test_never_share_a_text():
-    train, test = train_test_rows({"food": 50, "law": 20}, {"food": 40, "law": 10}, seed=3,
+    train, test = real(train_test_rows, {"food": 50, "law": 20}, {"food": 40, "law": 10}, seed=3,
                                   relabel={"law": "other"})
     assert {r["text"] for r in train}.isdisjoint(r["text"] for r in test)
     assert sorted({r["label"] for r in train}) == ["food", "other"]

@@ -5,15 +5,15 @@ not beat its baselines succeeds flagged (event, job result, model card, dashboar
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from sqlalchemy import select
 
-from bench.real_data import MissingData, labelled_rows
+from bench.real_data import labelled_rows
 from hubtune.models import Job, JobEvent
 from hubtune.queue import get_celery
 from hubtune.settings import get_settings
+from testkit.real_data import real
 from testkit.stack import local_worker_env
 from tests.server.apitest_helpers import auth, make_env, upload
 from worker.engine.data import load_examples
@@ -25,12 +25,7 @@ SEED = 0
 
 def real_rows(per_label: int, *, seed: int = 0) -> list[dict]:
     """``per_label`` fortunes of each topic; a missing package fails under CI and skips elsewhere."""
-    try:
-        return labelled_rows(dict.fromkeys(TOPICS, per_label), seed=seed)
-    except MissingData as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    return real(labelled_rows, dict.fromkeys(TOPICS, per_label), seed=seed)
 
 
 def write_jsonl(path, rows) -> object:

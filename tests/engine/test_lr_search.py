@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 
 from hubtune.spec import Hyperparameters, Training, Tuning
 from tests.engine.conftest import RecordingHooks
+from testkit.real_data import real
 from worker.engine.hparams import resolve_hyperparameters
 from worker.engine.lr_search import (
     DEFAULT_FACTORS,
@@ -31,22 +31,10 @@ from worker.engine.hparams import CLASSIFICATION_LEARNING_RATES
 BASE_RATE = CLASSIFICATION_LEARNING_RATES["lora"]  # the classifier's calibrated "auto" rate
 
 
-def _real(fn):
-    """Real data/models: missing ones fail under CI=true, else skip."""
-    from bench.real_data import MissingData
-
-    try:
-        return fn()
-    except (MissingData, RuntimeError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real test data missing under CI: {exc}")
-        pytest.skip(str(exc))
-
-
 def _fortunes_file(path: Path, per_topic: int) -> Path:
     from bench.real_data import labelled_rows
 
-    rows = _real(lambda: labelled_rows({t: per_topic for t in TOPICS}, seed=0))
+    rows = real(labelled_rows, {t: per_topic for t in TOPICS}, seed=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -7,7 +7,6 @@ data skips locally and fails under CI=true (CI installs both).
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections import Counter
 
@@ -16,6 +15,7 @@ import torch
 
 from hubtune.spec import Training, Tuning
 from tests.engine.conftest import RecordingHooks
+from testkit.real_data import real
 from testkit.tiny_models import minilm_dir, write_jsonl
 from worker.engine.data import Examples
 from worker.engine.datasets import PadCollator, build_dataset
@@ -33,18 +33,6 @@ from worker.engine.probe import (
 from worker.engine.trainer import load_base_model, load_tokenizer, train
 
 TOPICS = ("computers", "politics", "science")
-
-
-def real(fn, *args, **kwargs):
-    """``fn(...)``, or a skip (a failure under CI=true) when the real data or model is not installed."""
-    from bench.real_data import MissingData
-
-    try:
-        return fn(*args, **kwargs)
-    except (MissingData, RuntimeError) as err:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real test data missing under CI: {err}")
-        pytest.skip(str(err))
 
 
 def topic_rows(per_topic: int, *, seed: int) -> tuple[list[dict], list[dict]]:
