@@ -36,11 +36,13 @@ def run_up(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cli.endpoint import record_url
+    from hubtune.deployment import check
     from hubtune.migrate import upgrade
     from hubtune.settings import get_settings
     from server.app import create_app
 
     settings = get_settings()
+    check(settings)  # `hubtune up` with HUBTUNE_STORAGE_URL still needs what several machines share
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     key = ensure_admin_key(settings.data_dir)

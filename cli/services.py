@@ -31,6 +31,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=run_worker)
 
 
+def check_deployment(settings) -> None:
+    from hubtune.deployment import check
+
+    check(settings)  # a clear error before anything starts (hubtune.deployment says what and why)
+
+
 def run_server(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -39,6 +45,7 @@ def run_server(args: argparse.Namespace) -> int:
     from server.app import create_app
 
     settings = get_settings()
+    check_deployment(settings)
     if not args.no_migrate:
         upgrade(settings.resolved_database_url)
     if not args.no_sweeper:
@@ -60,6 +67,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from worker.app import app
 
     settings = get_settings()
+    check_deployment(settings)
     argv = [
         "worker", "--queues", args.queues, "--loglevel", args.loglevel,
         "--concurrency", str(args.concurrency or settings.worker_concurrency),
@@ -81,6 +89,7 @@ def run_sweeper(args: argparse.Namespace) -> int:
     from hubtune.sweeper import run_forever, sweep
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_deployment(get_settings())
     if args.once:
         report = sweep(get_settings())
         print(f"re-queued {len(report.requeued)}, failed {len(report.failed)}, doorbells {len(report.rung)}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -26,6 +25,7 @@ from hubtune.namespaces import Rights, has_hub_credential, write_refusal
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, PREPARE, PUBLISH, TRAIN, ring
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
+from hubtune.storage import Storage
 
 FINE_TUNE = "fine-tune"
 CANCELLABLE = frozenset({Status.VALIDATING_FILES, Status.QUEUED, Status.RUNNING, Status.PAUSED})
@@ -235,7 +235,7 @@ def resume_job(session: Session, job: Job) -> None:
         raise changing_state(job)
 
 
-def retry_publish(session: Session, job: Job, *, key: ApiKey) -> None:
+def retry_publish(session: Session, job: Job, *, key: ApiKey, storage: Storage) -> None:
     """failed -> running at stage publishing, with the publish doorbell: pushes the kept artifact again.
     The retry publishes with the rights of the key that asks for it (checked here, and again at
     publish), so an admin or a key granted the namespace can push a job that an owner's grant no longer
@@ -244,7 +244,7 @@ def retry_publish(session: Session, job: Job, *, key: ApiKey) -> None:
     if status != Status.FAILED:
         raise invalid_state(f"Fine-tuning job {job.id} is {status.value}; only a job whose publishing failed "
                             "can be published again.")
-    if not job.artifact_path or not Path(job.artifact_path).is_dir():
+    if not job.artifact_path or not storage.has_artifact(job.artifact_path):
         raise invalid_state(f"Fine-tuning job {job.id} has no trained artifact to publish (it failed before "
                             "training finished).", code="no_artifact")
     check_hub_repo(session, key, JobRequest.model_validate(job.spec))

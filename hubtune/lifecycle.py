@@ -259,6 +259,23 @@ def claim_stage(session: Session, job_id: str, *, stage: Stage, owner: str, leas
     return token if session.execute(stmt).rowcount == 1 else None
 
 
+def put_back(session: Session, job_id: str, *, token: int, message: str) -> bool:
+    """Give a claimed job back to the queue, uncounted, when what stopped it was not the job (artifact
+    storage unreachable): running -> queued under our token, the attempt returned. No doorbell: the
+    sweeper rings again after requeue_after_seconds, which paces the retries through an outage."""
+    attempts = session.execute(select(Job.attempts).where(Job.id == job_id)).scalar_one()
+    return transition(session, job_id, Status.QUEUED, expect=Status.RUNNING, expect_token=token, message=message,
+                      level=WARN, lease_owner=None, lease_expires_at=None, lease_token=token + 1,
+                      attempts=max(attempts - 1, 0), stage=None)
+
+
+def release_stage(session: Session, job_id: str, *, token: int, message: str) -> None:
+    """Free a stage's lease (publishing) without moving on: the sweeper rings the stage again after
+    requeue_after_seconds. For an outage that is not the job's (artifact storage unreachable)."""
+    _fence(session, job_id, token, lease_owner=None, lease_expires_at=None, lease_token=token + 1)
+    add_event(session, job_id, message, level=WARN)
+
+
 def release_stopped(session: Session, job_id: str, *, token: int) -> None:
     """A paused job's worker has stopped and its stop checkpoint is on disk: free the lease, so that a
     resume may hand the job to another worker without two of them writing checkpoints at once."""

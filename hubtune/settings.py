@@ -18,6 +18,15 @@ class Settings(BaseSettings):
     database_url: str = ""
     broker_url: str = ""
 
+    # Artifact storage (uploaded files, checkpoints, artifacts): empty keeps them in <data_dir>/storage
+    # (one machine); s3://bucket/prefix puts them in S3-compatible object storage, for workers on other
+    # machines (credentials and endpoint from the standard AWS_* variables). Each process then keeps a
+    # local cache under data_dir of at most cache_max_bytes, and waits out a storage outage for up to
+    # storage_retry_seconds per request before the work is put back to be retried.
+    storage_url: str = ""
+    cache_max_bytes: int = Field(default=20 * 1024**3, gt=0)
+    storage_retry_seconds: float = Field(default=300.0, gt=0)
+
     hub_backend: Literal["local", "hf"] = "local"
     hub_endpoint: str | None = None
     hub_token: SecretStr | None = None

@@ -9,7 +9,7 @@ import hubtune
 from hubtune.db import engine_for
 from hubtune.queue import make_celery
 from hubtune.settings import Settings, get_settings
-from hubtune.storage import Storage
+from hubtune.storage import open_storage
 from server.errors import ERROR_RESPONSES, drop_validation_422, install_error_handlers
 from server.limits import BodyLimit, BodyTooLarge, RateLimit, body_too_large
 from server.dashboard import install_dashboard
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine_for(settings.resolved_database_url)
     app.state.sessionmaker = sessionmaker(bind=app.state.engine, expire_on_commit=False)
-    app.state.storage = Storage(settings.storage_dir)
+    app.state.storage = open_storage(settings)
     app.state.celery = make_celery(settings) if explicit and _own_broker(settings) else None
 
     install_error_handlers(app)

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hubtune.errors import JobError
 from hubtune.jobs import QUEUED_LIMIT_RETRY_AFTER, STILL_STOPPING_RETRY_AFTER
+from hubtune.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "The server had an error while processing your request.", type="server_error")
 
 
+async def _storage_unavailable(_request: Request, exc: StorageUnavailable) -> JSONResponse:
+    # Object storage did not answer within its retry budget: nothing was stored, the request may be
+    # sent again (the openai client retries a 503 on its own).
+    log.warning("artifact storage unavailable: %s", exc)
+    return error_response(503, "Artifact storage is unreachable right now; nothing was stored. Retry shortly.",
+                          type="server_error", code="storage_unavailable", headers={"Retry-After": "30"})
+
+
 async def _data_error(request: Request, exc: DataError) -> JSONResponse:
     # The last line of defence for a text value PostgreSQL cannot store (NUL) that no field check caught.
     if "NUL" in str(exc.orig):
@@ -252,6 +261,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(JobError, _job_error)
     app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(StorageUnavailable, _storage_unavailable)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(Exception, _unexpected)
@@ -282,6 +292,7 @@ _ERROR_STATUSES = {
     413: "The upload is larger than the server's limit",
     429: "Rate limit or per-owner job limit reached; see Retry-After",
     500: "Server error",
+    503: "Artifact storage is unreachable; nothing was stored, retry later (Retry-After)",
 }
 # Documented for every route (app-wide), so that clients and schema checkers know the error shape.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

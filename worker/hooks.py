@@ -12,6 +12,7 @@ from hubtune.db import session_scope
 from hubtune.lifecycle import RUNNING_OR_PAUSED, LeaseLost, fenced_event
 from hubtune.models import Checkpoint, Job, JobEvent, now
 from hubtune.step_events import METRICS, SERIES, StepThinner, is_evaluation, step_message
+from hubtune.storage import Storage, StorageUnavailable
 from worker.lease import Lease
 
 METRICS_FLUSH_SECONDS = 1.0
@@ -24,9 +25,10 @@ STOP_POLL_SECONDS = 0.5
 class JobHooks:
     """The engine's hooks for one job: metrics and checkpoints go to the database under the lease."""
 
-    def __init__(self, lease: Lease, plan: Any = None) -> None:
+    def __init__(self, lease: Lease, plan: Any = None, storage: Storage | None = None) -> None:
         self.lease = lease
         self.plan = plan  # the TrainPlan: should_stop() turns off its stop-step checkpoint when taken over
+        self.storage = storage  # where a checkpoint is kept (object storage: uploaded) before it is recorded
         self.started = time.monotonic()
         self.total_steps = 0
         self._thinner = StepThinner(total_steps=0)
@@ -97,14 +99,33 @@ class JobHooks:
         # Allowed while paused: pausing stops training at the next step, and the checkpoint saved at
         # that step is what resume continues from. The token still has to be ours, so a worker whose
         # job was taken over (re-queued, re-claimed) cannot record anything.
+        ref = self._keep(step, path)
+        if ref is None:
+            return
+
         def write() -> None:
             with session_scope() as session:
                 fenced_event(session, self.lease.job_id, token=self.lease.token, statuses=RUNNING_OR_PAUSED,
                              message=f"Checkpoint saved at step {step}", data={"step": step})
-                session.add(Checkpoint(job_id=self.lease.job_id, step=step, path=str(path), metrics=metrics))
+                session.add(Checkpoint(job_id=self.lease.job_id, step=step, path=ref, metrics=metrics))
                 _ring_checkpoint_push(session, self.lease.job_id)
 
         self._guard(write)
+
+    def _keep(self, step: int, path: Path) -> str | None:
+        """Store the checkpoint (object storage: upload it) while the lease is ours or paused under us;
+        its ref, or None. A store that stays unreachable past its retry budget costs this checkpoint,
+        not the training: a warning, and the next checkpoint tries again."""
+        if self.storage is None:
+            return str(path)
+        if not (self.lease.still_ours() or self.lease.paused_under_us()):
+            return None  # taken over: the new holder's checkpoints are the job's now
+        try:
+            return self.storage.keep_checkpoint(self.lease.job_id, path)
+        except StorageUnavailable as exc:
+            self._guard(self.lease.write, f"Checkpoint at step {step} could not be stored; training goes on "
+                        f"and the next checkpoint tries again ({exc})", level="warn", data={"step": step})
+            return None
 
     def on_evaluation(self, *, stage: str, message: str, data: dict[str, Any]) -> None:
         # stage "baseline" (before the first step) or "final" (after training): a message event.

@@ -4,9 +4,6 @@ pick the training queue, then queued + ring the train doorbell (after commit).""
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ from hubtune.namespaces import may_see, rights_for
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, TRAIN, ring
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
-from hubtune.storage import Storage
+from hubtune.storage import Storage, StorageUnavailable, open_storage
 from plugin import VisibleOnly, is_dataset_ref, parse_dataset_ref, split_model_ref
 from plugin.errors import HubError, RepoNotFound, RevisionNotFound
 from worker.failures import job_error
@@ -39,8 +36,8 @@ def run_prepare(job_id: str, settings: Settings) -> None:
         if job is None or job.status != Status.VALIDATING_FILES.value:
             return
         request = JobRequest.model_validate(job.spec)
-        storage = Storage(settings.storage_dir)
-        files = _file_paths(session, job, storage)
+        storage = open_storage(settings)
+        live = _live_files(session, job)
         owner = job.owner
         rights = rights_for(session, key_id=job.key_id, owner=owner)
         job.stage = Stage.PREPARING.value
@@ -48,12 +45,21 @@ def run_prepare(job_id: str, settings: Settings) -> None:
         # prepare is harmless anyway: the move to queued below is guarded, so only one of them rings train.
         job.updated_at = now()
     try:
+        files = {param: (file_id, storage.local_file(file_id) if alive else None)
+                 for param, (file_id, alive) in live.items()}
         hub, server_access = owner_hub(settings, owner)
         if server_access:  # another owner's private repo must look missing (hubtune.namespaces)
             hub = VisibleOnly(hub, may_see=lambda repo_id, private: may_see(rights, repo_id, private=private))
         pinned = _pull_datasets(hub, storage, files)
         outcome = _prepare(job_id, request, files, hub, settings)
         outcome.update(pinned)
+    except StorageUnavailable as exc:
+        # Not the job's fault: it stays validating_files and the sweeper rings prepare again later.
+        log.warning("prepare %s: %s; the sweeper will retry", job_id, exc)
+        with session_scope() as session:
+            add_event(session, job_id, f"Artifact storage is unreachable; validation will be retried ({exc})",
+                      level="warn")
+        return
     except Exception as exc:  # any failure here is the job's, never the worker's
         log.warning("prepare %s failed: %s", job_id, exc)
         _fail(job_id, job_error(exc))
@@ -73,19 +79,19 @@ def run_prepare(job_id: str, settings: Settings) -> None:
             ring(session, TRAIN, job_id, queue=outcome["queue"])
 
 
-def _file_paths(session, job: Job, storage: Storage) -> dict[str, tuple[str, Path | None]]:
-    """param -> (file id, path); the path is None when the file was deleted since the job was created."""
-    paths = {}
+def _live_files(session, job: Job) -> dict[str, tuple[str, bool]]:
+    """param -> (file id, whether to read it): not when it was deleted since the job was created, nor
+    a hub dataset (pulled and pinned by _pull_datasets)."""
+    live = {}
     for param, file_id in (("training_file", job.training_file), ("validation_file", job.validation_file)):
         if file_id is None:
             continue
         if is_dataset_ref(file_id):
-            paths[param] = (file_id, None)  # pulled from the hub and pinned by _pull_datasets
+            live[param] = (file_id, False)
             continue
         row = session.execute(select(File).where(File.id == file_id)).scalar_one_or_none()
-        alive = row is not None and row.deleted_at is None
-        paths[param] = (file_id, storage.file_path(file_id) if alive else None)
-    return paths
+        live[param] = (file_id, row is not None and row.deleted_at is None)
+    return live
 
 
 def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]], hub,
@@ -210,19 +216,11 @@ def _pull_dataset(hub, storage: Storage, ref: str, param: str):
         raise PrepareError("file_not_found", f"{param} {ref!r}: no file '{target.path}' in dataset "
                            f"'{target.repo_id}' at commit {commit}", param)
     pinned = target.pinned(commit)
-    dest = storage.file_path(str(pinned))
-    if not dest.is_file():  # same commit, same bytes: a copy made by an earlier job is reused
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{job_tmp_suffix()}")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
+    storage.put_file(str(pinned), source)  # same commit, same bytes: a copy made by an earlier job is reused
+    dest = storage.local_file(str(pinned))
     record = {"ref": ref, "repo_id": target.repo_id, "revision": target.revision, "commit": commit,
               "path": target.path}
     return pinned, dest, record
-
-
-def job_tmp_suffix() -> str:
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _route(job_id: str, request: JobRequest, *, model_dir: Path, train, settings: Settings) -> str:

@@ -17,12 +17,15 @@ from typing import Any
 from sqlalchemy import select
 
 from hubtune.db import session_scope
-from hubtune.lifecycle import CLAIMED_BY, HANDED_TO, WARN, LeaseLost, Stage, Status, claim_stage, transition
+from hubtune.lifecycle import (
+    CLAIMED_BY, HANDED_TO, WARN, LeaseLost, Stage, Status, claim_stage, release_stage, transition,
+)
 from hubtune.models import Job, JobEvent, WorkerRecord
 from hubtune.namespaces import NamespaceRefused, Rights, rights_for, write_refusal
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
 from hubtune.step_events import SERIES_TYPES
+from hubtune.storage import StorageUnavailable, open_storage
 from plugin import Hub, parse_dataset_ref, read_card_metadata, render_model_card, split_model_ref
 from plugin.modelcard import learning_rate_search_section, searched_hyperparameters
 from plugin.errors import HubAuthError, HubError, RepoNotFound
@@ -46,6 +49,7 @@ def run_publish(job_id: str, settings: Settings) -> None:
             return
         job = _snapshot(session, job_id)
     request = JobRequest.model_validate(job["spec"])
+    storage = open_storage(settings)
     repo_id = target_repo(request, owner=job["owner"], job_id=job_id, namespace=settings.hub_namespace)
     branch = request.hub.branch if request.hub else "main"
     private = request.hub.private if request.hub else True
@@ -53,6 +57,7 @@ def run_publish(job_id: str, settings: Settings) -> None:
         with Lease(job_id, token, lease_seconds=settings.lease_seconds,
                    heartbeat_seconds=settings.heartbeat_seconds) as lease:
             hub = _hub_allowed(settings, job["owner"], job["rights"], request)
+            job["artifact"] = storage.artifact_copy(job["artifact_path"])  # a whole, checked local copy
             _write_card(hub, job, request, repo_id)
             if request.hub and request.hub.merge:
                 _write_merged(hub, job, request)
@@ -62,6 +67,13 @@ def run_publish(job_id: str, settings: Settings) -> None:
             )
     except LeaseLost:
         log.info("publish %s: lease lost (cancelled); stopping", job_id)
+        return
+    except StorageUnavailable as exc:
+        # The artifact is safe in the store, which is down: the sweeper rings publish again later.
+        log.warning("publish %s: %s", job_id, exc)
+        with session_scope() as session:
+            release_stage(session, job_id, token=token,
+                          message=f"Artifact storage is unreachable; publishing will be retried ({exc})")
         return
     except Exception as exc:
         log.warning("publish %s failed: %s", job_id, exc)
@@ -153,7 +165,7 @@ def _snapshot(session, job_id: str) -> dict[str, Any]:
         "id": job.id, "owner": job.owner, "spec": job.spec,
         "rights": rights_for(session, key_id=job.key_id, owner=job.owner), "model_revision": job.model_revision,
         "hyperparameters": job.hyperparameters, "result": job.result or {}, "data_report": job.data_report,
-        "artifact": Path(job.artifact_path), "dataset_revisions": job.dataset_revisions or {},
+        "artifact_path": job.artifact_path, "dataset_revisions": job.dataset_revisions or {},
         "training_file": job.training_file, "validation_file": job.validation_file,
         "curve": [e.data for e in events if e.type in SERIES_TYPES and e.data],  # every step, shown or not
         "duration": _training_seconds(events), "worker": trained_on,
@@ -357,13 +369,16 @@ def run_push_checkpoint(job_id: str, settings: Settings) -> None:
                                  .order_by(Checkpoint.step.desc()).limit(1)).scalar_one_or_none()
         owner = job.owner
         rights = rights_for(session, key_id=job.key_id, owner=owner)
-    if not (request.hub and request.hub.push_checkpoints) or newest is None or not Path(newest.path).is_dir():
+    if not (request.hub and request.hub.push_checkpoints) or newest is None:
+        return
+    folder = _checkpoint_folder(settings, job_id, newest)
+    if folder is None:
         return
     repo_id = target_repo(request, owner=owner, job_id=job_id, namespace=settings.hub_namespace)
     branch = request.hub.checkpoint_branch
     with tempfile.TemporaryDirectory(prefix=f"push-{job_id}-") as tmp:
         staged = Path(tmp) / f"checkpoint-{newest.step}"
-        shutil.copytree(newest.path, staged, ignore=lambda d, names: [n for n in names if n.startswith(CHECKPOINT_SKIP)])
+        shutil.copytree(folder, staged, ignore=lambda d, names: [n for n in names if n.startswith(CHECKPOINT_SKIP)])
         try:
             hub = _hub_allowed(settings, owner, rights, request)
             commit = publish_with_retries(hub, settings, repo_id, folder=Path(tmp),
@@ -374,3 +389,17 @@ def run_push_checkpoint(job_id: str, settings: Settings) -> None:
             text, level = f"Could not push the checkpoint at step {newest.step} to the hub: {exc}", WARN
     with session_scope() as session:
         add_event(session, job_id, text, level=level, data={"step": newest.step, "branch": branch})
+
+
+def _checkpoint_folder(settings: Settings, job_id: str, checkpoint) -> Path | None:
+    """A local copy of a recorded checkpoint; None when it is gone, or when the store is down (best
+    effort, as the push itself: an event, and the next checkpoint tries again)."""
+    from hubtune.lifecycle import add_event
+
+    try:
+        return open_storage(settings).checkpoint_copy(checkpoint.path)
+    except StorageUnavailable as exc:
+        with session_scope() as session:
+            add_event(session, job_id, f"Could not push the checkpoint at step {checkpoint.step}: {exc}",
+                      level=WARN, data={"step": checkpoint.step})
+        return None

@@ -10,12 +10,12 @@ import socket
 from sqlalchemy import select
 
 from hubtune.db import session_scope
-from hubtune.lifecycle import LeaseLost, Stage, Status, claim_next, hand_over, release_stopped, transition
+from hubtune.lifecycle import LeaseLost, Stage, Status, claim_next, hand_over, put_back, release_stopped, transition
 from hubtune.models import Job
 from hubtune.queue import DEFAULT_TRAIN_QUEUE, PUBLISH, ring
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
-from hubtune.storage import Storage
+from hubtune.storage import StorageUnavailable, open_storage
 from plugin import split_model_ref
 from worker.failures import job_error
 from worker.hub import hub_for_owner
@@ -48,6 +48,11 @@ def run_train(hint_job_id: str, settings: Settings) -> None:
             _train_and_hand_over(job_id, lease, settings)
     except LeaseLost:
         log.info("job %s: lease lost (cancelled or taken over); stopping", job_id)
+    except StorageUnavailable as exc:
+        log.warning("job %s: %s; put back in the queue", job_id, exc)
+        with session_scope() as session:
+            put_back(session, job_id, token=token,
+                     message=f"Artifact storage is unreachable; the job is queued again ({exc})")
     except Exception as exc:
         log.exception("job %s failed in training", job_id)
         with session_scope() as session:
@@ -74,31 +79,29 @@ def _train_and_hand_over(job_id: str, lease: Lease, settings: Settings) -> None:
     from worker.engine.trainer import TrainPlan, train
     from worker.engine.verdict import BELOW_BASELINE, quality_warnings
 
-    storage = Storage(settings.storage_dir)
+    storage = open_storage(settings)
     with session_scope() as session:
         job = session.get(Job, job_id)
         request = JobRequest.model_validate(job.spec)
         hyper, revision = job.hyperparameters, job.model_revision
-        train_file = storage.file_path(job.training_file)
-        valid_file = storage.file_path(job.validation_file) if job.validation_file else None
-        seed, owner = job.seed, job.owner
+        file_ids, seed, owner = (job.training_file, job.validation_file), job.seed, job.owner
+    train_file, valid_file = (storage.local_file(f) if f else None for f in file_ids)
     _check_device(request)
     repo_id, _ = split_model_ref(request.model)
     # The owner's hub credential: a private base model is read with the token that can see it.
     model_dir = hub_for_owner(settings, owner).snapshot(repo_id, revision=revision)
     # A paused or interrupted job goes on from its last checkpoint (weights, optimizer, RNG, data position).
-    resume_from = storage.latest_checkpoint(job_id)
+    resume_from = storage.latest_checkpoint(job_id, lease.token)
     if resume_from is not None:
         lease.write(f"Resuming from {resume_from.name}", data={"checkpoint": resume_from.name})
-    staging = storage.job_dir(job_id) / f"artifact.staging-{lease.token}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = storage.staging_dir(job_id, lease.token)
     plan = TrainPlan(
         task=request.task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
-        output_dir=staging, checkpoints_dir=storage.checkpoints_dir(job_id), seed=seed,
+        output_dir=staging, checkpoints_dir=storage.checkpoints_dir(job_id, lease.token), seed=seed,
         tuning=request.tuning, training=request.training, hyperparameters=hyper, resume_from=resume_from,
         trust_remote_code=settings.trusts_remote_code(repo_id),
     )
-    hooks = JobHooks(lease, plan)
+    hooks = JobHooks(lease, plan, storage)
     result = train(plan, hooks)
     if result.stopped or lease.lost.is_set():
         # Paused, cancelled, or taken over by another worker (this one froze past its lease): the worker
@@ -107,9 +110,9 @@ def _train_and_hand_over(job_id: str, lease: Lease, settings: Settings) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         with session_scope() as session:
             release_stopped(session, job_id, token=lease.token)  # a paused job may now be resumed
+        storage.finished(job_id, lease.token)
         return
-    artifact = storage.artifact_dir(job_id)
-    storage.publish_dir(staging, artifact)
+    artifact = storage.keep_artifact(job_id, staging, token=lease.token)
     summary = {
         "metrics": result.metrics, "steps": result.steps, "reference": result.reference,
         "trainable_params": result.trainable_params, "total_params": result.total_params,
@@ -133,8 +136,9 @@ def _train_and_hand_over(job_id: str, lease: Lease, settings: Settings) -> None:
                 session, job_id, token=lease.token, stage=Stage.PUBLISHING,
                 message="Training finished; publishing to the hub",
                 data={"metrics": result.metrics, "steps": result.steps},
-                artifact_path=str(artifact), result=summary, trained_tokens=result.trained_tokens,
+                artifact_path=artifact, result=summary, trained_tokens=result.trained_tokens,
             )
             ring(session, PUBLISH, job_id)
 
     lease.retrying(finish)
+    storage.finished(job_id, lease.token)

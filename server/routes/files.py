@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File as FileParam, Form, Query, UploadFile
-from fastapi.responses import FileResponse
+from urllib.parse import quote
+
+from fastapi.responses import StreamingResponse
 
 from hubtune.ids import new_id
 from hubtune.models import File, now
@@ -94,10 +96,18 @@ def delete_file(session: SessionDep, key: CurrentKey, storage: StorageDep, file_
     return FileDeleted(id=row.id)
 
 
-@router.get("/{file_id}/content", response_class=FileResponse)
-def file_content(session: SessionDep, key: CurrentKey, storage: StorageDep, file_id: str) -> FileResponse:
+@router.get("/{file_id}/content", response_class=StreamingResponse)
+def file_content(session: SessionDep, key: CurrentKey, storage: StorageDep, file_id: str) -> StreamingResponse:
     row = crud.get_file(session, key, file_id)
-    path = storage.file_path(row.id)
-    if not path.is_file():
+    chunks = storage.read_file(row.id)  # streamed from the store; its checksum is checked to the end
+    if chunks is None:
         raise not_found("file", file_id)
-    return FileResponse(path, media_type="application/octet-stream", filename=row.filename)
+    return StreamingResponse(chunks, media_type="application/octet-stream",
+                             headers={"Content-Length": str(row.bytes), "Content-Disposition": _attachment(row.filename)})
+
+
+def _attachment(filename: str) -> str:
+    """As Starlette's FileResponse words it: an RFC 5987 filename* when the name needs quoting."""
+    quoted = quote(filename)
+    return f"attachment; filename*=utf-8''{quoted}" if quoted != filename else f'attachment; filename="{filename}"'
+

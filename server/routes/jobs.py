@@ -12,7 +12,7 @@ from hubtune import jobs
 from hubtune.models import Job
 from hubtune.spec import JobRequest
 from server import crud, idempotency
-from server.deps import CurrentKey, SessionDep, SettingsDep
+from server.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
 from server.schemas import (
     CheckpointList, CheckpointPublic, EventList, EventPublic, JobList, JobPublic, MetricsPoint, MetricsSeries,
 )
@@ -100,9 +100,10 @@ def resume_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) ->
 
 
 @router.post("/{fine_tuning_job_id}/publish", response_model=JobPublic)
-def publish_job(session: SessionDep, key: CurrentKey, fine_tuning_job_id: str) -> JobPublic:
+def publish_job(session: SessionDep, key: CurrentKey, storage: StorageDep, fine_tuning_job_id: str) -> JobPublic:
     """Push a failed job's kept artifact to the hub again, without retraining."""
-    return _change(session, key, fine_tuning_job_id, lambda s, job: jobs.retry_publish(s, job, key=key))
+    return _change(session, key, fine_tuning_job_id,
+                   lambda s, job: jobs.retry_publish(s, job, key=key, storage=storage))
 
 
 @router.get("/{fine_tuning_job_id}/events", response_model=EventList)
