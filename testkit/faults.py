@@ -145,8 +145,9 @@ class Lab:
     """A private PostgreSQL + Redis + `hubtune server` (with its sweeper), and workers started on demand,
     each in its own process group."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, env: dict[str, str] | None = None, *, closers: tuple = ()) -> None:
         self.root = root
+        self.closers = closers  # what else the lab started (an object store, a hub), stopped by close()
         self.pg = PrivatePostgres().start()
         self.redis = PrivateRedis(root).start()
         self.db_url = self.pg.create_database("hubtune")
@@ -204,6 +205,8 @@ class Lab:
             self.engine.dispose()
             self.redis.kill()
             self.pg.close()
+            for close in self.closers:
+                close()
 
     # --- jobs ----------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from tests.e2e.checks import assert_loss_fell, assert_same_outputs, outputs_from
 from testkit.tiny_models import (
     make_tiny_bert, make_tiny_llama, write_chat_jsonl, write_classification_jsonl,
 )
-from tests.plugin.hubserver import HubServer
+from testkit.hubserver import HubServer
 from testkit.services import postgres_database, redis_url
 from testkit.stack import Stack, all_events, upload, wait_for
 

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, select
 from hubtune.models import Job
 from tests.e2e.checks import assert_same_outputs, outputs_from_hub_by_repo_id
 from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.plugin.hubserver import HubServer
+from testkit.hubserver import HubServer
 from tests.worker.hub_world import Receiver
 from testkit.services import postgres_database, redis_url
 from testkit.stack import Stack, upload, wait_for

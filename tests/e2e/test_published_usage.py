@@ -23,7 +23,7 @@ from testkit.tiny_models import (
     write_chat_jsonl,
     write_jsonl,
 )
-from tests.plugin.hubserver import HubServer
+from testkit.hubserver import HubServer
 from testkit.services import postgres_database, redis_url
 from testkit.stack import Stack, upload, wait_for
 

@@ -1,6 +1,6 @@
 """Fixtures for the hub plugin tests; `hub_server` is reusable from any test folder:
 
-    from tests.plugin.hubserver import HubServer      # or: pytest_plugins = ["tests.plugin.conftest"]
+    from testkit.hubserver import HubServer      # or: pytest_plugins = ["tests.plugin.conftest"]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from tests.plugin.hubserver import HubServer  # noqa: E402
+from testkit.hubserver import HubServer  # noqa: E402
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from plugin import (
     render_model_card,
 )
 from plugin.hf import HFHub
-from tests.plugin.hubserver import HubServer
+from testkit.hubserver import HubServer
 
 TOKEN = "hf_test_secret_token_123"
 

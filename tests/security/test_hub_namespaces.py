@@ -34,7 +34,7 @@ from hubtune.queue import get_celery
 from hubtune.settings import get_settings
 from plugin import LocalHub
 from tests.plugin.conftest import _isolated_hf_client  # noqa: F401 - autouse: no saved token, no Xet
-from tests.plugin.hubserver import HubServer
+from testkit.hubserver import HubServer
 from tests.server.apitest_helpers import Env, assert_error, auth, make_env, upload
 from tests.server.test_estimate import LLAMA_7B
 from testkit.stack import hubtune_cmd

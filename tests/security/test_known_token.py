@@ -24,7 +24,7 @@ import redis
 
 from hubtune.keys import hash_key
 from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
-from tests.plugin.hubserver import HubServer
+from testkit.hubserver import HubServer
 from testkit.services import REDIS_HOST, REDIS_PORT, postgres_database, redis_url
 from testkit.stack import Stack, all_events, upload, wait_for
 

@@ -14,7 +14,7 @@ import pytest
 
 from hubtune.queue import PREPARE
 from plugin import LocalHub
-from tests.plugin.hubserver import HubServer
+from testkit.hubserver import HubServer
 from tests.server.apitest_helpers import assert_error, auth, make_env, upload
 
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")

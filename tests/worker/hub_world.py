@@ -14,7 +14,7 @@ from hubtune.migrate import upgrade
 from hubtune.models import Job
 from hubtune.queue import get_celery
 from hubtune.settings import get_settings
-from tests.plugin.hubserver import HubServer
+from testkit.hubserver import HubServer
 from tests.server.apitest_helpers import make_env
 
 OWNER_TOKEN = "hf_owner_only_token"
