@@ -1,6 +1,6 @@
 """Inject each fault of RELIABILITY.md N times into real hubtune processes and print the table.
 
-    python -m bench.faults [--runs 3] [--only sigkill,redis] [--json out.json]
+    python -m bench.faults [--runs 3] [--only sigkill,redis] [--json out.json] [--keep-going]
 
 Every run uses the scenarios of testkit/faults.py (the reliability tests' own): a private
 PostgreSQL cluster and redis-server on spare loopback ports, a `hubtune server` with its sweeper,
@@ -23,17 +23,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from testkit import faults  # noqa: E402
+from testkit import faults, machines  # noqa: E402
 
+# name -> (the lab it runs in, the scenario). "one": one machine, the data dir shared (testkit/faults.py);
+# "machines": a data dir per worker, object storage and an hf hub between them (testkit/machines.py).
 SCENARIOS = {
-    "sigkill": faults.sigkill_mid_training,
-    "sigstop": faults.sigstop_past_lease,
-    "dying": faults.keeps_dying,
-    "redis": faults.redis_restart_with_jobs_queued,
-    "postgres": faults.postgres_restart_mid_job,
-    "server": faults.server_restart_mid_job,
-    "duplicate": faults.duplicate_train_message,
+    "sigkill": ("one", faults.sigkill_mid_training),
+    "sigstop": ("one", faults.sigstop_past_lease),
+    "dying": ("one", faults.keeps_dying),
+    "redis": ("one", faults.redis_restart_with_jobs_queued),
+    "postgres": ("one", faults.postgres_restart_mid_job),
+    "server": ("one", faults.server_restart_mid_job),
+    "duplicate": ("one", faults.duplicate_train_message),
+    "machine": ("machines", machines.sigkill_then_another_machine),
+    "store-checkpoint": ("machines", machines.storage_down_during_checkpoint),
+    "store-upload": ("machines", machines.storage_down_during_upload),
+    "disk-full": ("machines", machines.disk_full_on_a_worker),
 }
+LABS = {"one": faults.Lab, "machines": machines.machines_lab}
 # What "recover" means for each fault.
 RECOVERY = {
     "sigkill": "fault -> another worker resumes from the checkpoint",
@@ -43,6 +50,10 @@ RECOVERY = {
     "postgres": "restart begins -> the worker's next heartbeat lands (same worker, same lease)",
     "server": "kill -> server healthy again (2 s down)",
     "duplicate": "doorbells sent -> the one claim",
+    "machine": "fault -> a worker on another machine (empty data dir) resumes from object storage",
+    "store-checkpoint": "store back -> the next checkpoint saved (the save waited the outage out)",
+    "store-upload": "store down -> the upload answered 200 (it waited the outage out)",
+    "disk-full": "disk filled -> another machine resumes the job",
 }
 
 
@@ -62,40 +73,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep-going", action="store_true",
+                        help="count a run that raised as failed and go on (its logs are printed)")
     args = parser.parse_args(argv)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="hubtune-faults-") as tmp:
-        lab = faults.Lab(Path(tmp))
-        try:
-            lab.start()
-            for name in args.only.split(","):
-                outcomes = []
-                for i in range(args.runs):
-                    began = time.monotonic()
-                    try:
-                        outcomes.append(SCENARIOS[name](lab))
-                    except Exception:
-                        _dump(lab)  # what the processes and the job said, before the lab is torn down
-                        raise
-                    finally:
-                        lab.stop_workers()
-                    o = outcomes[-1]
-                    print(f"{name} run {i + 1}: lost {o.lost}, twice {o.twice}, re-queued {o.requeued}, "
-                          f"recover {o.recover_s} s "
-                          f"({time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
-                rows.append(_row(name, outcomes))
-        finally:
-            lab.close()
+    names = args.only.split(",")
+    rows, began = [], time.monotonic()
+    for kind in dict.fromkeys(SCENARIOS[n][0] for n in names):
+        with tempfile.TemporaryDirectory(prefix="hubtune-faults-") as tmp:
+            lab = LABS[kind](Path(tmp))
+            try:
+                lab.start()
+                rows += [_scenario(lab, name, args) for name in names if SCENARIOS[name][0] == kind]
+            finally:
+                lab.close()
     print(_table(rows))
+    print(f"\n{len(rows)} scenarios x {args.runs} runs in {(time.monotonic() - began) / 60:.1f} min", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
 
 
-def _row(name: str, outcomes: list[faults.Outcome]) -> dict:
+def _scenario(lab, name: str, args) -> dict:
+    outcomes, failed = [], 0
+    for i in range(args.runs):
+        began = time.monotonic()
+        try:
+            outcomes.append(SCENARIOS[name][1](lab))
+        except Exception as exc:
+            _dump(lab)  # what the processes and the job said, before the lab is torn down
+            if not args.keep_going:
+                raise
+            failed += 1
+            print(f"{name} run {i + 1}: FAILED ({type(exc).__name__}: {str(exc)[:300]})", file=sys.stderr, flush=True)
+            continue
+        finally:
+            lab.stop_workers()
+        o = outcomes[-1]
+        print(f"{name} run {i + 1}: lost {o.lost}, twice {o.twice}, re-queued {o.requeued}, "
+              f"recover {o.recover_s} s ({time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
+    return _row(name, outcomes, failed=failed, runs=args.runs)
+
+
+def _row(name: str, outcomes: list[faults.Outcome], *, failed: int, runs: int) -> dict:
     times = [o.recover_s for o in outcomes if o.recover_s is not None]
+    clean = sum(o.lost == 0 and o.twice == 0 for o in outcomes)
     return {
-        "fault": outcomes[0].fault, "runs": len(outcomes), "jobs": sum(len(o.jobs) for o in outcomes),
+        "fault": outcomes[0].fault if outcomes else name, "runs": runs, "passed": clean, "failed_runs": failed,
+        "jobs": sum(len(o.jobs) for o in outcomes),
         "lost": sum(o.lost for o in outcomes), "twice": sum(o.twice for o in outcomes),
         "requeued": sum(o.requeued for o in outcomes),
         "recover_median_s": round(statistics.median(times), 1) if times else None,
@@ -104,10 +128,10 @@ def _row(name: str, outcomes: list[faults.Outcome]) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| Fault injected | Times | Jobs | Jobs lost | Jobs run twice | Re-queues "
+    lines = ["| Fault injected | Passed | Jobs | Jobs lost | Jobs run twice | Re-queues "
              "| Time to recover, median / max (s) | Measured from |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['fault']} | {r['runs']} | {r['jobs']} | {r['lost']} | {r['twice']} | {r['requeued']} | "
+        lines.append(f"| {r['fault']} | {r['passed']} of {r['runs']} | {r['jobs']} | {r['lost']} | {r['twice']} | {r['requeued']} | "
                      f"{r['recover_median_s']} / {r['recover_max_s']} | {r['recovery']} |")
     return "\n".join(lines)
 

@@ -259,14 +259,15 @@ def claim_stage(session: Session, job_id: str, *, stage: Stage, owner: str, leas
     return token if session.execute(stmt).rowcount == 1 else None
 
 
-def put_back(session: Session, job_id: str, *, token: int, message: str) -> bool:
-    """Give a claimed job back to the queue, uncounted, when what stopped it was not the job (artifact
-    storage unreachable): running -> queued under our token, the attempt returned. No doorbell: the
-    sweeper rings again after requeue_after_seconds, which paces the retries through an outage."""
+def put_back(session: Session, job_id: str, *, token: int, message: str, refund: bool = True) -> bool:
+    """Give a claimed job back to the queue when what stopped it was not the job: running -> queued
+    under our token. `refund`: the attempt is returned (artifact storage unreachable); else it counts
+    (the worker's disk filled: a job that fills every disk still ends). No doorbell: the sweeper rings
+    again after requeue_after_seconds, which paces the retries through an outage."""
     attempts = session.execute(select(Job.attempts).where(Job.id == job_id)).scalar_one()
     return transition(session, job_id, Status.QUEUED, expect=Status.RUNNING, expect_token=token, message=message,
                       level=WARN, lease_owner=None, lease_expires_at=None, lease_token=token + 1,
-                      attempts=max(attempts - 1, 0), stage=None)
+                      attempts=max(attempts - 1, 0) if refund else attempts, stage=None)
 
 
 def release_stage(session: Session, job_id: str, *, token: int, message: str) -> None:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=60.0, gt=0)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    # A worker whose data dir has less free space than this takes no job (another machine will), and a
+    # job it was training when its disk filled goes back to the queue (worker/disk.py). 0: no check.
+    min_free_disk_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
     # GPU workers recycle their process after each job so that CUDA memory is always returned.
     worker_max_tasks_per_child: int | None = None
     # The worker imports torch/transformers/peft before forking its task processes, not during their

@@ -101,3 +101,33 @@ def storage_down_during_upload(lab: Lab, *, seconds: float = OUTAGE_SECONDS) -> 
     job_id = lab.create_job(max_steps=20, save_steps=10)
     lab.wait_status(job_id, {"succeeded", "failed"})
     return lab.outcome(f"object store down {seconds:.0f} s during an upload", [job_id], t0=t0, recovered_at=uploaded)
+
+
+def disk_full_on_a_worker(lab: Lab, *, size_mb: int = 64) -> Outcome:
+    """Machine "full" keeps its data dir on a small tmpfs that fills up while it trains (needs root to
+    mount): its next checkpoint save fails with ENOSPC, the job goes back to the queue, the full worker
+    takes no job while short of space, and machine b resumes from the stored checkpoint."""
+    import subprocess
+
+    mount = lab.root / f"machine-full-{lab.n}"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)], check=True)
+    try:
+        lab.worker("full", env={"HUBTUNE_DATA_DIR": str(mount), "HUBTUNE_MIN_FREE_DISK_BYTES": str(1 << 20)})
+        job_id = lab.create_job(max_steps=120, save_steps=10)
+        lab.wait_trained_past_checkpoint(job_id)
+        t0 = time.time()
+        with open(mount / "filler", "wb") as filler:  # every free byte, as another tenant of the disk would
+            try:
+                while True:
+                    filler.write(b"\0" * (1 << 20))
+                    filler.flush()
+            except OSError:
+                pass
+        machine(lab, "b")
+        resumed_at = lab.first_event_after(job_id, t0, "Resuming from checkpoint-")
+        lab.wait_status(job_id, {"succeeded", "failed"})
+        return lab.outcome("disk full on a worker's data dir", [job_id], t0=t0, recovered_at=resumed_at)
+    finally:
+        lab.stop_workers()
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -29,6 +29,7 @@ from hubtune.storage import StorageUnavailable, open_storage
 from plugin import Hub, parse_dataset_ref, read_card_metadata, render_model_card, split_model_ref
 from plugin.modelcard import learning_rate_search_section, searched_hyperparameters
 from plugin.errors import HubAuthError, HubError, RepoNotFound
+from worker.disk import disk_full, short_of_space
 from worker.failures import job_error
 from worker.hub import owner_hub
 from worker.lease import Lease
@@ -42,6 +43,9 @@ CHECKPOINT_SKIP = ("optimizer.pt", "scheduler.pt", "rng_state", "trainer_state.j
 
 
 def run_publish(job_id: str, settings: Settings) -> None:
+    if short_of_space(settings):  # the artifact copy needs room: another worker publishes (sweeper re-rings)
+        log.warning("publish %s: data dir short of space; leaving it to another worker", job_id)
+        return
     with session_scope() as session:
         token = claim_stage(session, job_id, stage=Stage.PUBLISHING, owner=worker_name(),
                             lease_seconds=settings.lease_seconds)
@@ -68,12 +72,17 @@ def run_publish(job_id: str, settings: Settings) -> None:
     except LeaseLost:
         log.info("publish %s: lease lost (cancelled); stopping", job_id)
         return
-    except StorageUnavailable as exc:
-        # The artifact is safe in the store, which is down: the sweeper rings publish again later.
+    except (StorageUnavailable, OSError) as exc:
+        if isinstance(exc, OSError) and not disk_full(exc, settings):
+            log.warning("publish %s failed: %s", job_id, exc)
+            _fail(job_id, token, exc, repo_id)
+            return
+        # The artifact is safe in the store, which is down or this disk full: publish is rung again later.
         log.warning("publish %s: %s", job_id, exc)
         with session_scope() as session:
-            release_stage(session, job_id, token=token,
-                          message=f"Artifact storage is unreachable; publishing will be retried ({exc})")
+            why = "Artifact storage is unreachable" if isinstance(exc, StorageUnavailable) else \
+                f"Worker {worker_name()} ran out of disk space"
+            release_stage(session, job_id, token=token, message=f"{why}; publishing will be retried ({exc})")
         return
     except Exception as exc:
         log.warning("publish %s failed: %s", job_id, exc)

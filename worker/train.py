@@ -17,6 +17,7 @@ from hubtune.settings import Settings
 from hubtune.spec import JobRequest
 from hubtune.storage import StorageUnavailable, open_storage
 from plugin import split_model_ref
+from worker.disk import disk_full, short_of_space
 from worker.failures import job_error
 from worker.hub import hub_for_owner
 from worker.hooks import JobHooks
@@ -33,6 +34,9 @@ def worker_name() -> str:
 def run_train(hint_job_id: str, settings: Settings) -> None:
     """The doorbell names a job, but only as a hint that its queue has work: claim the best queued job
     of that queue (priority, age, owners' running limits). A duplicate doorbell then claims nothing."""
+    if short_of_space(settings):  # another machine takes it: the sweeper rings the queue again
+        log.warning("data dir has under %s bytes free; taking no job", settings.min_free_disk_bytes)
+        return
     with session_scope() as session:
         queue = session.execute(select(Job.queue).where(Job.id == hint_job_id)).scalar_one_or_none()
         claimed = claim_next(session, queue or DEFAULT_TRAIN_QUEUE, owner=worker_name(),
@@ -56,11 +60,26 @@ def run_train(hint_job_id: str, settings: Settings) -> None:
     except Exception as exc:
         log.exception("job %s failed in training", job_id)
         with session_scope() as session:
+            if disk_full(exc, settings) and _another_attempt(session, job_id, token):
+                return
             error = job_error(exc)
+            if disk_full(exc, settings):
+                error = {"code": "disk_full", "param": None, "message": "every worker that tried this job ran "
+                         "out of disk space in its data dir (checkpoints, cache); free space or add disk"}
             transition(session, job_id, Status.FAILED, expect=Status.RUNNING, expect_token=token, level="error",
                        message=f"Training failed: {error['message']}", error=error)
     finally:
         set_current_job(None)
+
+
+def _another_attempt(session, job_id: str, token: int) -> bool:
+    """The worker's disk filled: back to the queue while attempts are left (the attempt counts)."""
+    job = session.get(Job, job_id)
+    if job.attempts >= job.max_attempts:
+        return False
+    return put_back(session, job_id, token=token, refund=False,
+                    message=f"Worker {worker_name()} ran out of disk space in its data dir; the job is queued "
+                            f"again for another worker (attempt {job.attempts} of {job.max_attempts})")
 
 
 def _check_device(request: JobRequest) -> None:
