@@ -19,12 +19,13 @@ What is checked comes from two sides, the claimers' own records and the rows:
   != 1, a lease token other than its claimer's, or a status other than succeeded;
 - the per-owner running limit: the most jobs of one owner that were certainly running at once (from
   the records: claim committed -> finish started), and the most one sample saw;
-- priority: a claim of job J passed over job K when K, ahead of J in claim_next's order (priority,
-  then age), was queued for the whole claim (K's claim began after J's committed): allowed while K's
-  owner is at its limit, a certain inversion when that owner was certainly under its limit for the
-  whole claim (counting every job of that owner that may have been running then). Races that only
-  might have mattered are not counted;
-- empty claims: None while such a certainly runnable job was queued for the whole claim.
+- priority: a claim chooses between its call's start and the started_at it stamps on the row. It passed
+  over job K when K, ahead of its job in claim_next's order (priority, then age), was queued and free
+  all that time: K's claim call began after it (no limit) or, with a limit (claims one at a time under the
+  claim lock), K's started_at is later. Allowed while K's owner is at its limit; a certain inversion
+  when that owner had fewer than `limit` jobs that may have been running then. Races that only might
+  have mattered are not counted;
+- empty claims: None while such a job, of an owner with room, was queued and free for the whole call.
 Threads share one Python process (and its GIL) and the machine's cores with PostgreSQL: latencies
 include waiting for both.
 """
@@ -85,7 +86,8 @@ class QueuedJob:
 
 @dataclass
 class Attempt:
-    """One claim_next call of one claimer; times are time.perf_counter() seconds."""
+    """One claim_next call of one claimer. Times are time.time() seconds, the clock the claim stamps on
+    the row (started_at: after it chose the job, before its UPDATE), so the two can be compared."""
     claimer: int
     start: float  # before the claim's transaction began
     committed: float  # after it committed
@@ -105,6 +107,7 @@ class Run:
     samples: int
     wall_s: float
     rows: dict[str, int] = field(default_factory=dict)
+    started_at: dict[str, float] = field(default_factory=dict)  # per job, from its row
 
 
 # --- the jobs -----------------------------------------------------------------------------------------
@@ -186,10 +189,10 @@ class Claimers:
                 self._finish(session, attempt)
 
     def _claim(self, session: Session, index: int) -> Attempt:
-        start = time.perf_counter()
+        start = time.time()
         with session.begin():
             claimed = claim_next(session, DEFAULT_TRAIN_QUEUE, owner=f"claimer-{index}", **self.claim_args)
-        attempt = Attempt(index, start, time.perf_counter())
+        attempt = Attempt(index, start, time.time())
         if claimed is not None:
             attempt.job_id, attempt.token = claimed
         return attempt
@@ -207,11 +210,11 @@ class Claimers:
         time.sleep(max(0.0, until - time.perf_counter()))
 
     def _finish(self, session: Session, attempt: Attempt) -> None:
-        attempt.finish_start = time.perf_counter()
+        attempt.finish_start = time.time()
         with session.begin():
             attempt.finished_ok = transition(session, attempt.job_id, Status.SUCCEEDED, expect=Status.RUNNING,
                                              expect_token=attempt.token, message="Simulated run finished")
-        attempt.finished = time.perf_counter()
+        attempt.finished = time.time()
 
 
 def _any_queued(session: Session) -> bool:
@@ -232,7 +235,7 @@ def simulate(url: str, cfg: Config) -> Run:
         samples = sum(c.pop(SAMPLES) for c in claimers.sampled)
         sampled = reduce(operator.or_, claimers.sampled)  # the most any claimer saw, per owner
         run = Run(cfg, jobs, attempts, dict(sampled), samples, wall)
-        run.rows = row_check(engine, attempts)
+        run.rows, run.started_at = row_check(engine, attempts)
         return run
     finally:
         engine.dispose()
@@ -240,18 +243,20 @@ def simulate(url: str, cfg: Config) -> Run:
 
 # --- the checks ---------------------------------------------------------------------------------------
 
-def row_check(engine: Engine, attempts: list[Attempt]) -> dict[str, int]:
-    """What the rows say, against the claimers' records: every job succeeded once, under its own token."""
+def row_check(engine: Engine, attempts: list[Attempt]) -> tuple[dict[str, int], dict[str, float]]:
+    """What the rows say, against the claimers' records: every job succeeded once, under its own token.
+    And each job's started_at."""
     tokens = {a.job_id: a.token for a in attempts if a.job_id}
     with Session(engine) as s:
-        rows = s.execute(select(Job.id, Job.status, Job.attempts, Job.lease_token)).all()
+        rows = s.execute(select(Job.id, Job.status, Job.attempts, Job.lease_token, Job.started_at)).all()
         claim_events = Counter(s.scalars(select(JobEvent.job_id).where(JobEvent.data[CLAIMED_BY].is_not(None))))
-    return {
+    checks = {
         "not_succeeded": sum(r.status != Status.SUCCEEDED.value for r in rows),
         "attempts_not_1": sum(r.attempts != 1 for r in rows),
         "claim_events_not_1": sum(claim_events[r.id] != 1 for r in rows),
         "token_mismatch": sum(tokens.get(r.id) != r.lease_token for r in rows),
     }
+    return checks, {r.id: r.started_at for r in rows if r.started_at is not None}
 
 
 def double_claims(attempts: list[Attempt]) -> dict[str, int]:
@@ -266,20 +271,20 @@ def double_claims(attempts: list[Attempt]) -> dict[str, int]:
 
 
 class Running:
-    """Per owner, the times its jobs may have been running: from a claim's start (its UPDATE can commit
-    no earlier) to its finish's end (or never, when the finish did not land)."""
+    """Per owner, when its jobs may have been running: from the claim's started_at (its UPDATE commits
+    later) to the end of its finish (or never, when the finish did not land)."""
 
-    def __init__(self, claims: list[Attempt], owner_of: dict[str, str]):
+    def __init__(self, claims: list[Attempt], owner_of: dict[str, str], started_at: dict[str, float]):
         starts, ends = defaultdict(list), defaultdict(list)
         for a in claims:
             owner = owner_of[a.job_id]
-            starts[owner].append(a.start)
+            starts[owner].append(started_at.get(a.job_id, a.start))
             ends[owner].append(a.finished if a.finished_ok else NEVER)
         self.starts = {o: sorted(v) for o, v in starts.items()}
         self.ends = {o: sorted(v) for o, v in ends.items()}
 
     def at_most(self, owner: str, t0: float, t1: float) -> int:
-        """How many of `owner`'s jobs may have been running at some moment of [t0, t1]."""
+        """How many of `owner`'s jobs may have been running at some moment of [t0, t1)."""
         begun = bisect.bisect_left(self.starts.get(owner, []), t1)
         over = bisect.bisect_right(self.ends.get(owner, []), t0)
         return begun - over
@@ -294,66 +299,80 @@ def certain_max_running(claims: list[Attempt], owner_of: dict[str, str]) -> dict
     most = {}
     for owner, points in events.items():
         level = peak = 0
-        for _, step in sorted(points, key=lambda p: (p[0], p[1])):  # an end before a start at a tie
+        for _, step in sorted(points):  # at a tie an end (-1) comes before a start
             level += step
             peak = max(peak, level)
         most[owner] = peak
     return most
 
 
-class Order:
-    """claim_next's order (priority, then age) and, per owner, which of its jobs was still queued when:
-    a job counts as queued until its first claim began (never, if it was not claimed)."""
+def claimable_since(run: Run, claims: list[Attempt]) -> dict[str, float]:
+    """Per job, a time before which it was certainly queued and free for any claim to take.
 
-    def __init__(self, jobs: list[QueuedJob], claims: list[Attempt]):
+    Without a limit, the start of the claim_next call that took it (no row lock on it before). With one,
+    claims hold the claim lock from before choosing until commit, so they run one after the other in
+    started_at order: a job stamped later was still queued, and unlocked, while an earlier claim chose
+    (the limit checks of this bench show whether that lock held)."""
+    if run.config.limit:
+        return dict(run.started_at)
+    since = {}
+    for a in claims:  # sorted by start: the first claim of a job counts
+        since.setdefault(a.job_id, a.start)
+    return since
+
+
+class Order:
+    """claim_next's order (priority, then age) and, per owner, its best job still claimable after a time."""
+
+    def __init__(self, jobs: list[QueuedJob], since: dict[str, float]):
         ordered = sorted(jobs, key=lambda j: (-j.priority, j.created_at, j.id))
         self.rank = {j.id: i for i, j in enumerate(ordered)}
-        first_claim = {}
-        for a in claims:
-            first_claim.setdefault(a.job_id, a.start)
+        self.none = len(jobs)
         per_owner = defaultdict(list)
         for j in jobs:
-            per_owner[j.owner].append((first_claim.get(j.id, NEVER), self.rank[j.id]))
-        self.claim_starts, self.best_rank_after = {}, {}
+            per_owner[j.owner].append((since.get(j.id, NEVER), self.rank[j.id]))
+        self.since, self.best_after = {}, {}
         for owner, pairs in per_owner.items():
             pairs.sort()
-            self.claim_starts[owner] = [start for start, _ in pairs]
-            best, suffix = len(jobs), []
+            self.since[owner] = [t for t, _ in pairs]
+            best, suffix = self.none, [self.none]
             for _, rank in reversed(pairs):
                 best = min(best, rank)
                 suffix.append(best)
-            self.best_rank_after[owner] = suffix[::-1] + [len(jobs)]
+            self.best_after[owner] = suffix[::-1]
 
-    def best_queued_throughout(self, owner: str, t1: float) -> int:
-        """The best rank among `owner`'s jobs whose claim began after t1 (queued until then); len(jobs): none."""
-        i = bisect.bisect_right(self.claim_starts[owner], t1)
-        return self.best_rank_after[owner][i]
+    def best_claimable_after(self, owner: str, t: float) -> int:
+        """The best rank among `owner`'s jobs claimable until after t; self.none if none."""
+        return self.best_after[owner][bisect.bisect_right(self.since[owner], t)]
 
 
 def order_checks(run: Run) -> dict[str, int]:
-    """Claims that passed over a better job queued for their whole claim; of those, the certain priority
-    inversions (its owner certainly had room under the limit); and the certain empty claims among the Nones."""
+    """Claims that passed over a better job that was claimable while they chose; of those, the certain
+    priority inversions (its owner certainly had room under the limit then); and the certain empty
+    claims among the Nones.
+
+    A claim chose between its call's start and its started_at; a None, between its call's start and its
+    commit."""
     owner_of = {j.id: j.owner for j in run.jobs}
     claims = [a for a in run.attempts if a.job_id]
-    order, running, limit = Order(run.jobs, claims), Running(claims, owner_of), run.config.limit
-    owners = sorted(order.claim_starts)
+    order = Order(run.jobs, claimable_since(run, claims))
+    running, limit = Running(claims, owner_of, run.started_at), run.config.limit
 
-    def waiting(a: Attempt, rank: int) -> list[str]:
-        """Owners with a job ahead of `rank` that was queued for all of [a.start, a.committed]."""
-        return [o for o in owners if order.best_queued_throughout(o, a.committed) < rank]
+    def better(rank: int, t1: float) -> list[str]:
+        return [o for o in order.since if order.best_claimable_after(o, t1) < rank]
 
-    def had_room(owner: str, a: Attempt, own_job: int) -> bool:
-        """The owner was certainly under the limit then (own_job: the attempt's own job, not counted)."""
-        return not limit or running.at_most(owner, a.start, a.committed) - own_job < limit
+    def had_room(owner: str, t0: float, t1: float) -> bool:
+        return not limit or running.at_most(owner, t0, t1) < limit
 
     passed_over = inversions = empty = 0
     for a in run.attempts:
         if a.job_id:
-            better = waiting(a, order.rank[a.job_id])
-            passed_over += bool(better)
-            inversions += any(had_room(o, a, int(o == owner_of[a.job_id])) for o in better)
+            chose = run.started_at.get(a.job_id, a.committed)
+            owners = better(order.rank[a.job_id], chose)
+            passed_over += bool(owners)
+            inversions += any(had_room(o, a.start, chose) for o in owners)
         else:
-            empty += any(had_room(o, a, 0) for o in waiting(a, len(run.jobs)))
+            empty += any(had_room(o, a.start, a.committed) for o in better(order.none, a.committed))
     return {"passed_over": passed_over, "certain_inversions": inversions, "certain_empty_claims": empty}
 
 
