@@ -453,9 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(args.claimers, args.jobs, args.owners, args.limit, args.hold_ms, args.seed)
     with postgres_database("hubtune_claims") as url:
         figures = summarize(simulate(url, cfg))
-    report(figures)
-    if args.json:
+    if args.json:  # first: a reader that stops early (| head) must not cost the figures
         args.json.write_text(json.dumps(figures, indent=2))
+    report(figures)
     return 0
 
 
