@@ -20,28 +20,35 @@ def missing(service: str, exc: Exception) -> None:
     pytest.fail(f"{service} is not reachable: {exc} (the README's test command needs it running)")
 
 
-@contextmanager
-def postgres_database(prefix: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database; dropped afterwards."""
+def _admin():
     import psycopg
 
+    try:
+        return psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        missing("PostgreSQL", exc)
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database; dropped afterwards.
+
+    No admin connection stays open meanwhile: the server's max_connections (100 by default) is then all
+    the caller's, which bench/claim_sim.py's 100 claimers need, one connection each."""
     from hubtune.migrate import upgrade
 
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        missing("PostgreSQL", exc)
-    with admin:
+    with _admin() as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-        url = f"{PG_URL_BASE}/{name}"
-        try:
-            upgrade(url)
-            yield url
-        finally:
-            from hubtune.db import engine_for
+    url = f"{PG_URL_BASE}/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        from hubtune.db import engine_for
 
-            engine_for(url).dispose()
+        engine_for(url).dispose()
+        with _admin() as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
