@@ -43,3 +43,17 @@ def test_dockerfile_copies_every_package():
     dockerfile = (ROOT / "Dockerfile").read_text()
     for package in ("hubtune", "cli", "server", "worker", "plugin", "migrations"):
         assert f"COPY {package} ./{package}" in dockerfile
+
+
+def test_machines_share_no_file_system_only_object_storage():
+    """Server and workers may run on different machines: no volume between them, storage in S3."""
+    named = set(COMPOSE.get("volumes", {}))
+    for name in ("server", "worker-cpu", "worker-gpu"):
+        service = COMPOSE["services"][name]
+        mounts = [v.split(":")[0] for v in service.get("volumes", [])]
+        assert not set(mounts) & named, (name, mounts)
+        env = service["environment"]
+        assert env["HUBTUNE_STORAGE_URL"].split(":-")[-1].startswith("s3://")
+        for secret in ("HUBTUNE_SECRET_KEY", "HUBTUNE_SESSION_SECRET", "HUBTUNE_WEBHOOK_SECRET"):
+            assert secret in env, (name, secret)
+    assert "-s3" in COMPOSE["services"]["objectstore"]["command"]
