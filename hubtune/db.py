@@ -67,10 +67,37 @@ def new_session() -> Session:
     return _factory(get_settings().resolved_database_url)()
 
 
+# session.info key: the session's transactions may not sit idle longer than the lease margin (below).
+BOUND_IDLE = "hubtune_bound_idle"
+
+
+def idle_transaction_limit_ms() -> int:
+    """How long a session_scope() transaction may sit idle between statements before PostgreSQL ends it:
+    the margin in which a lease is surely still its holder's (worker/lease.py), in milliseconds."""
+    settings = get_settings()
+    return int(max(settings.lease_seconds - settings.heartbeat_seconds, settings.lease_seconds / 2) * 1000)
+
+
+@event.listens_for(Session, "after_begin")
+def _bound_idle_transaction(session: Session, _transaction, connection) -> None:
+    # A process frozen (SIGSTOP, a stalled VM) inside a transaction keeps its row locks while it is
+    # frozen: a worker's job row, after the fenced UPDATE of a heartbeat, a metrics flush or a checkpoint.
+    # The sweeper's re-queue of that job then waited on the lock for ever, and so did the takeover
+    # (RELIABILITY.md, "Rerun on a quiet machine"). session_scope()'s transactions are a few statements
+    # long, so PostgreSQL may end one left idle for longer than the lease's margin: its writes roll back
+    # (a live holder retries them, a stale one finds its lease lost) and the lock is released before the
+    # lease can expire. Set when the transaction really begins (its first statement), so that it opens
+    # no earlier than before; API request sessions (server/deps.py) are not bounded.
+    if session.info.get(BOUND_IDLE) and connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {idle_transaction_limit_ms()}")
+
+
 @contextmanager
 def session_scope() -> Iterator[Session]:
-    """A session whose transaction commits on success and rolls back on error."""
+    """A session whose transaction commits on success and rolls back on error (and, on PostgreSQL, is
+    ended by the server if it sits idle past the lease margin: _bound_idle_transaction)."""
     session = new_session()
+    session.info[BOUND_IDLE] = True
     try:
         with session.begin():
             yield session

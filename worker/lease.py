@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from hubtune.db import session_scope
 from hubtune.lifecycle import LeaseLost, Status, fenced_event, fenced_update, heartbeat
@@ -26,6 +26,14 @@ T = TypeVar("T")
 # Errors that mean "the database is unreachable for now", not "the statement is wrong".
 TRANSIENT = (OperationalError, InterfaceError)
 RETRY_PAUSE = 0.5
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """TRANSIENT, or any error that cost the connection. PostgreSQL ends a transaction left idle past the
+    lease margin (hubtune/db.py: a worker frozen mid-write), and the woken worker's next statement raises
+    InternalError (SQLSTATE 25P03) on an invalidated connection: its write was rolled back, and whether to
+    retry it is the lease's question, as after any lost connection."""
+    return isinstance(exc, TRANSIENT) or exc.connection_invalidated
 
 
 class Lease:
@@ -72,7 +80,9 @@ class Lease:
             with session_scope() as session:
                 row = session.execute(
                     select(Job.status, Job.lease_token).where(Job.id == self.job_id)).one_or_none()
-        except TRANSIENT:
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
             if self.confirmed_recently():
                 return True
             log.warning("job %s: lease unconfirmed for too long; stopping", self.job_id)
@@ -91,7 +101,9 @@ class Lease:
             with session_scope() as session:
                 row = session.execute(
                     select(Job.status, Job.lease_token).where(Job.id == self.job_id)).one_or_none()
-        except TRANSIENT:
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
             return False
         return row is not None and row.status == Status.PAUSED.value and row.lease_token == self.token
 
@@ -100,7 +112,9 @@ class Lease:
         while True:
             try:
                 return fn()
-            except TRANSIENT:
+            except DBAPIError as exc:
+                if not is_transient(exc):
+                    raise
                 if not self.confirmed_recently():
                     raise LeaseLost(self.job_id) from None
                 log.warning("job %s: database unreachable; retrying a write", self.job_id)
