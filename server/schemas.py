@@ -70,9 +70,29 @@ class Supervised(BaseModel):
     hyperparameters: Hyperparameters
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: float | Literal["auto"] = "auto"
+
+
+class Dpo(BaseModel):
+    hyperparameters: DpoHyperparameters
+
+
 class Method(BaseModel):
-    type: Literal["supervised"] = "supervised"
-    supervised: Supervised
+    """OpenAI's shape: the type, and the hyperparameters under that type's name (the other left out)."""
+
+    type: Literal["supervised", "dpo"] = "supervised"
+    supervised: Supervised | None = None
+    dpo: Dpo | None = None
+
+    @classmethod
+    def of(cls, spec: dict[str, Any], hyper: Hyperparameters, resolved: dict[str, Any]) -> Method:
+        method = spec.get("method") or {}
+        if method.get("type") != "dpo":
+            return cls(supervised=Supervised(hyperparameters=hyper))
+        requested = (method.get("dpo") or {}).get("hyperparameters") or {}
+        beta = resolved.get("beta", requested.get("beta", "auto"))
+        return cls(type="dpo", dpo=Dpo(hyperparameters=DpoHyperparameters(**hyper.model_dump(), beta=beta)))
 
 
 class JobPublic(BaseModel):
@@ -142,7 +162,7 @@ class JobPublic(BaseModel):
             seed=job.seed,
             estimated_finish=_ts(job.estimated_finish),
             metadata=spec.get("metadata"),
-            method=Method(supervised=Supervised(hyperparameters=hyper)),
+            method=Method.of(spec, hyper, job.hyperparameters or {}),
             suffix=job.suffix,
             user_provided_suffix=job.suffix,
             task=spec.get("task"),
@@ -162,8 +182,8 @@ class JobPublic(BaseModel):
 
 def _requested_hyperparameters(spec: dict[str, Any]) -> dict[str, Any]:
     method = spec.get("method") or {}
-    supervised = method.get("supervised") or {}
-    return supervised.get("hyperparameters") or spec.get("hyperparameters") or {}
+    chosen = method.get(method.get("type") or "supervised") or {}
+    return chosen.get("hyperparameters") or spec.get("hyperparameters") or {}
 
 
 def _hyperparameters(job: Job, spec: dict[str, Any]) -> dict[str, Any]:

@@ -96,11 +96,11 @@ def _live_files(session, job: Job) -> dict[str, tuple[str, bool]]:
 
 def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]], hub,
              settings: Settings) -> dict[str, Any]:
-    from worker.engine.data import check_validation, load_examples
+    from worker.engine.data import check_method, check_validation, load_examples
     from worker.engine.data_report import data_report
     from worker.engine.evaluate import split_record
     from worker.engine.verdict import split_warnings
-    from worker.engine.hparams import model_parameters, resolve_hyperparameters
+    from worker.engine.hparams import model_parameters, resolve_dpo_hyperparameters, resolve_hyperparameters
     from worker.engine.options import check_training_options
     from worker.engine.tokenizers import cached_tokenizer
 
@@ -108,8 +108,10 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
         if path is None:
             raise PrepareError("file_not_found", f"{param} {file_id} was deleted", param)
     train = load_examples(files["training_file"][1], task=request.task, param="training_file")
+    check_method(train, method=request.method_type, param="training_file")
     if "validation_file" in files:
         valid = load_examples(files["validation_file"][1], task=train.task, param="validation_file")
+        check_method(valid, method=request.method_type, param="validation_file")
         check_validation(train, valid)
     _check_method(request, task=train.task)
     check_training_options(request.training, task=train.task, labels=train.labels)
@@ -126,6 +128,8 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
         requested=request.effective_hyperparameters(), training=request.training,
         n_params=model_parameters(model_dir, task=train.task),
     )
+    if request.method_type == "dpo":
+        hyper = resolve_dpo_hyperparameters(hyper, request.effective_hyperparameters())
     spec = request.model_dump(mode="json")
     spec["task"] = train.task
     return {

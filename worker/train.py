@@ -118,7 +118,7 @@ def _train_and_hand_over(job_id: str, lease: Lease, settings: Settings) -> None:
         task=request.task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
         output_dir=staging, checkpoints_dir=storage.checkpoints_dir(job_id, lease.token), seed=seed,
         tuning=request.tuning, training=request.training, hyperparameters=hyper, resume_from=resume_from,
-        trust_remote_code=settings.trusts_remote_code(repo_id),
+        trust_remote_code=settings.trusts_remote_code(repo_id), method=request.method_type,
     )
     hooks = JobHooks(lease, plan, storage)
     result = train(plan, hooks)
