@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 from hubtune.lifecycle import WARN
 from hubtune.models import Checkpoint, File, Job, JobEvent
@@ -84,6 +84,11 @@ class Method(BaseModel):
     type: Literal["supervised", "dpo"] = "supervised"
     supervised: Supervised | None = None
     dpo: Dpo | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_other_types(self, handler):
+        # OpenAI's job object names only its own method's key: no "dpo": null on a supervised job.
+        return {k: v for k, v in handler(self).items() if v is not None}
 
     @classmethod
     def of(cls, spec: dict[str, Any], hyper: Hyperparameters, resolved: dict[str, Any]) -> Method:

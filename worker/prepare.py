@@ -129,7 +129,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
         n_params=model_parameters(model_dir, task=train.task),
     )
     if request.method_type == "dpo":
-        hyper = resolve_dpo_hyperparameters(hyper, request.effective_hyperparameters())
+        hyper = resolve_dpo_hyperparameters(hyper, request.effective_hyperparameters(), request.training)
     spec = request.model_dump(mode="json")
     spec["task"] = train.task
     return {

@@ -88,9 +88,11 @@ def _frozen_reference(plan: TrainPlan, tokenizer, method):
 
 def train_dpo(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     """Train ``plan`` (method "dpo") in this process; same contract as worker.engine.trainer.train_local."""
+    from datasets import disable_progress_bars
     from trl import DPOConfig, DPOTrainer
 
     quiet()
+    disable_progress_bars()  # trl maps the pairs with datasets: its bars would fill the worker's log
     started = time.monotonic()
     timings: dict[str, float] = {}
     mark = _clock(timings)

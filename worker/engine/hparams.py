@@ -142,12 +142,13 @@ DPO_RATE_FACTOR = 0.1
 DPO_DEFAULT_BETA = 0.1
 
 
-def resolve_dpo_hyperparameters(resolved: dict, requested) -> dict:
+def resolve_dpo_hyperparameters(resolved: dict, requested, training: Training) -> dict:
     """The supervised resolution of ``requested`` (a spec.DpoHyperparameters) adjusted for DPO: the
-    rate scaled by DPO_RATE_FACTOR when neither the rate nor the multiplier was given, ``beta`` ("auto":
-    0.1), and no learning-rate search (it searches on the supervised validation loss)."""
+    method's base rate scaled by DPO_RATE_FACTOR (then by the multiplier) unless ``training.learning_rate``
+    names the rate, ``beta`` ("auto": 0.1), and no learning-rate search (it searches on the supervised
+    validation loss, which DPO does not optimise)."""
     out = dict(resolved)
-    if out.get("learning_rate_search"):
+    if training.learning_rate is None:
         out["learning_rate"] = out["learning_rate"] * DPO_RATE_FACTOR
     out["learning_rate_search"] = False
     beta = getattr(requested, "beta", "auto")
