@@ -49,6 +49,8 @@ def test_reinforcement_is_refused_saying_it_is_not_supported():
     ({"method": {"type": "dpo"}, "task": "sequence_classification"}, "task must be causal_lm"),
     ({"method": {"type": "dpo"}, "tuning": {"type": "adapter"}}, "tuning.type lora, qlora, full"),
     ({"method": {"type": "dpo"}, "training": {"packing": True}}, "training.packing does not apply"),
+    ({"method": {"type": "dpo"}, "training": {"n_gpus": 2}}, "training.n_gpus > 1 is not supported"),
+    ({"method": {"type": "dpo"}, "training": {"goal": {"metric": "valid_loss", "max": 1}}}, "training.goal does not"),
     ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"gamma": 1}}}}, "gamma"),
 ])
 def test_dpo_requests_that_cannot_work_are_refused(body, words):

@@ -68,12 +68,21 @@ def _dataset(pairs: list[dict]):
     return Dataset.from_list(pairs)
 
 
-def _drop_reference_adapter(model) -> None:
-    """Delete trl's "ref" copy of the fresh adapter, so the reference is the adapter switched off (see above)."""
+def _fresh_adapter(model) -> bool:
+    """True while the adapter changes nothing yet (every LoRA B matrix is zero, as peft initialises it)."""
+    return all(not p.detach().any() for n, p in model.named_parameters() if "lora_B.default" in n)
+
+
+def _drop_reference_adapter(model) -> bool:
+    """Delete trl's "ref" copy of a fresh adapter, so the reference is the adapter switched off (see
+    above). An adapter that already changes the model (a run continued from an earlier fine-tune) keeps
+    its copy: the reference is then the model the run starts from, as DPO after SFT expects."""
     config = getattr(model, "peft_config", None)
-    if config and "ref" in config:
-        model.delete_adapter("ref")
-        model.set_adapter("default")
+    if not config or "ref" not in config or not _fresh_adapter(model):
+        return False
+    model.delete_adapter("ref")
+    model.set_adapter("default")
+    return True
 
 
 def _frozen_reference(plan: TrainPlan, tokenizer, method):
@@ -137,7 +146,9 @@ def train_dpo(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=_dataset(train_pairs),
                          eval_dataset=_dataset(eval_pairs) if has_eval else None, processing_class=tokenizer,
                          callbacks=[callback] + ([early] if early is not None else []))
-    _drop_reference_adapter(trainer.model)
+    reference = ("frozen copy of the base model" if ref_model is not None
+                 else "base model (adapter off)" if _drop_reference_adapter(trainer.model)
+                 else "the starting adapter (a frozen copy)")
     trainer.remove_callback(PrinterCallback)
     mark("trainer_setup_s")
     output = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
@@ -160,7 +171,7 @@ def train_dpo(plan: TrainPlan, hooks: Hooks) -> TrainResult:
             "valid_examples": len(eval_pairs) if split["source"] != "training_file" else 0,
             "eval_examples": len(eval_pairs), "split": compact_split(split), "fed_positions": None,
             "world_size": world_size(), "early_stopped_at": early.stopped_at if early is not None else None,
-            "reference": "frozen copy of the base model" if ref_model is not None else "base model (adapter off)"}
+            "reference": reference}
     return TrainResult(stopped=stopped, steps=trainer.state.global_step,
                        trained_tokens=int(trainer.state.num_input_tokens_seen), metrics=metrics, reference={},
                        trainable_params=trainable, total_params=total, data=data, evaluation=evaluation)
