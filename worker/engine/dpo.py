@@ -30,6 +30,7 @@ from worker.engine.callbacks import EarlyStopping, HooksCallback
 from worker.engine.data import CAUSAL_LM, DataError, Examples, check_method, check_validation, load_examples
 from worker.engine.evaluate import SPLIT_KEYS, compact_split, split_for_evaluation
 from worker.engine.hf_trainer import training_arguments, world_size
+from worker.engine.holdout import reliability
 from worker.engine.loading import count_params, load_base_model, load_tokenizer, quiet
 from worker.engine.methods import get_method
 from worker.engine.pairs import text_pairs
@@ -108,6 +109,8 @@ def train_dpo(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     file_examples, valid_examples = _load_data(plan)
     train_examples, eval_examples, split = split_for_evaluation(
         file_examples, valid_examples, fraction=plan.training.validation_split, seed=plan.seed)
+    # The split's reliability note names the primary metric: here the preference accuracy, not valid_loss.
+    split.update(reliability(eval_examples, source=split["source"], primary_metric=PRIMARY_METRIC))
     set_seed(plan.seed)
     tokenizer = load_tokenizer(plan.model_dir, trust_remote_code=plan.trust_remote_code)
     method = get_method(plan.tuning.type)
@@ -137,6 +140,7 @@ def train_dpo(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     has_eval = plan.valid_file is not None or split["source"] == "held_out"
     args = training_arguments(
         plan, has_eval=has_eval, args_class=DPOConfig, beta=float(plan.hyperparameters.get("beta", DEFAULT_BETA)),
+        # trl turns gradient checkpointing on by default; hubtune's training.gradient_checkpointing decides.
         max_length=max_len, gradient_checkpointing=plan.training.gradient_checkpointing,
         precompute_ref_log_probs=False, label_names=[],
     )
