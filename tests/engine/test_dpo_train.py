@@ -18,8 +18,9 @@ REWARD_KEYS = {"rewards_chosen", "rewards_rejected", "rewards_margin", "preferen
 
 
 class RecordingHooks:
-    def __init__(self):
-        self.metrics, self.evaluations, self.started = [], [], None
+    def __init__(self, stop_at: int | None = None):
+        self.metrics, self.evaluations, self.checkpoints, self.started = [], [], [], None
+        self.stop_at, self.polls = stop_at, 0
 
     def on_start(self, **kwargs):
         self.started = kwargs
@@ -28,10 +29,14 @@ class RecordingHooks:
         self.metrics.append(metrics)
 
     def on_checkpoint(self, **kwargs):
-        pass
+        self.checkpoints.append(kwargs)
 
     def should_stop(self):
-        return False
+        self.polls += 1
+        return self.stop_at is not None and self.polls >= self.stop_at
+
+    def losses(self):
+        return [m["train_loss"] for m in self.metrics if "train_loss" in m]
 
     def on_evaluation(self, *, stage, message, data):
         self.evaluations.append((stage, message, data))
@@ -78,3 +83,27 @@ def test_dpo_makes_the_tiny_model_prefer_the_preferred_replies(tmp_path, tuning,
     else:
         assert result.data["reference"] == "frozen copy of the base model"
         assert (plan.output_dir / "model.safetensors").is_file()
+
+
+def test_a_paused_dpo_run_resumes_from_its_checkpoint_on_the_same_curve(tmp_path):
+    model_dir = make_tiny_llama(tmp_path / "llama")
+    data = write_preference_jsonl(tmp_path / "pairs.jsonl", 24, seed=3)
+
+    def run(name, *, stop_at=None, resume_from=None):
+        plan = TrainPlan.in_folder(
+            tmp_path / name, task="causal_lm", model_dir=model_dir, train_file=data, method="dpo", seed=2,
+            tuning=Tuning(type="lora"), training=Training(max_seq_length=64, validation_split=0.0, save_steps=4),
+            hyperparameters={"n_epochs": 1, "batch_size": 4, "learning_rate": 5e-3, "learning_rate_multiplier": 1.0,
+                             "beta": 0.1}, resume_from=resume_from)
+        hooks = RecordingHooks(stop_at=stop_at)
+        return plan, hooks, train(plan, hooks)
+
+    _, whole, _ = run("whole")
+    plan, paused, stopped = run("paused", stop_at=2)
+    assert stopped.stopped and stopped.steps == 2 and not plan.output_dir.exists()
+    assert [c["step"] for c in paused.checkpoints] == [2]
+    plan, resumed, result = run("resumed", resume_from=paused.checkpoints[-1]["path"])
+    assert not result.stopped and result.steps == 6
+    assert [m["step"] for m in resumed.metrics if "train_loss" in m] == [3, 4, 5, 6]
+    assert paused.losses() + resumed.losses() == pytest.approx(whole.losses(), abs=1e-5)
+    assert (plan.output_dir / "adapter_model.safetensors").is_file()
