@@ -18,6 +18,7 @@ from plugin import split_model_ref, validate_repo_id
 from plugin.datasets import is_dataset_ref, parse_dataset_ref
 from server.errors import ApiError, bad_request, not_found
 from server.hub_models import check_model_exists
+from server.metadata_filter import MetadataFilter
 from server.schemas import CHECKPOINT_PREFIX, EVENT_PREFIX
 
 FINE_TUNE = jobs.FINE_TUNE
@@ -76,6 +77,7 @@ def get_job(session: Session, key: ApiKey, job_id: str) -> Job:
 def list_jobs(
     session: Session, key: ApiKey, *, after: str | None, limit: int,
     status: str | None = None, owner: str | None = None, model: str | None = None,
+    metadata: MetadataFilter | None = None,
 ) -> tuple[list[Job], bool]:
     """A page of jobs, newest first. Each filter rides an (column, id) index so a page stays a short
     index range scan however many jobs there are."""
@@ -92,6 +94,8 @@ def list_jobs(
         stmt = stmt.where(Job.status == status)
     if model:
         stmt = stmt.where(Job.model == model)
+    if metadata is not None:
+        stmt = metadata.apply(stmt)
     if after:
         if not _clean_id(after):
             raise bad_request("Invalid cursor", param="after", code="invalid_cursor")

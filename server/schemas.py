@@ -142,6 +142,7 @@ class JobPublic(BaseModel):
             seed=job.seed,
             estimated_finish=_ts(job.estimated_finish),
             metadata=spec.get("metadata"),
+            integrations=spec.get("integrations") or [],
             method=Method(supervised=Supervised(hyperparameters=hyper)),
             suffix=job.suffix,
             user_provided_suffix=job.suffix,
