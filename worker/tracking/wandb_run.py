@@ -4,6 +4,7 @@ its files in the artifact's wandb/ folder for `wandb sync`; online only where th
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 
@@ -27,7 +28,7 @@ class WandbRun:
                               name=self.run_name, tags=self.tags or None, config=self.params, id=run_id,
                               resume="allow", settings=wandb.Settings(
             # The files land in the pushed artifact: no host, user, paths, git or code of the worker in them.
-            console="off", silent=True, x_disable_meta=True, x_disable_stats=True, disable_git=True,
+            host="hubtune-worker", console="off", silent=True, x_disable_meta=True, x_disable_stats=True, disable_git=True,
             disable_code=True, save_code=False))
 
     def log(self, metrics: dict[str, float], step: int, *, now: bool = False) -> None:
@@ -38,3 +39,16 @@ class WandbRun:
 
     def close(self, status: str, artifact_dir=None) -> None:
         self.run.finish(exit_code=0 if status == "FINISHED" else 1)
+        _keep_only_the_run(self.folder / "wandb")
+
+
+def _keep_only_the_run(folder: Path) -> None:
+    """What `wandb sync` needs stays (the .wandb file, files/); what would publish the worker's insides
+    with the artifact goes: debug logs (paths, host), links out of the folder, the package list."""
+    for path in list(folder.iterdir()) if folder.is_dir() else []:
+        if path.is_symlink():
+            path.unlink()
+        elif path.is_dir():
+            for name in ("logs", "tmp"):
+                shutil.rmtree(path / name, ignore_errors=True)
+            (path / "files" / "requirements.txt").unlink(missing_ok=True)
