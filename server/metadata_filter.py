@@ -43,10 +43,10 @@ class MetadataFilter:
                 if key in pairs and pairs[key] != value:
                     raise bad_request(f"metadata[{key}] is given twice with different values.", param=param,
                                       code="invalid_value")
-                if '"' in key or "\\" in key or "\x00" in key or "\x00" in value:
-                    # SQLite's JSON paths cannot quote these: refuse rather than match the wrong key.
-                    raise bad_request("metadata filter keys may not contain quotes, backslashes or NUL.",
-                                      param=param, code="invalid_value")
+                if any(ch in '"\\' or ord(ch) < 0x20 for ch in key) or "\x00" in value:
+                    # SQLite's JSON paths cannot name these (stored escaped): refuse rather than miss.
+                    raise bad_request("metadata filter keys may not contain quotes, backslashes or control "
+                                      "characters.", param=param, code="invalid_value")
                 pairs[key] = value
         if none and pairs:
             raise bad_request("metadata=null cannot be combined with metadata[key]=value.", param="metadata",

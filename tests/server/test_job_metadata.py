@@ -21,6 +21,7 @@ def test_metadata_is_stored_returned_and_filters_the_list(env):
     c = create_job(env.client, key, f, metadata={"team": "search"})
     d = create_job(env.client, key, f)
     e = create_job(env.client, key, f, metadata={})
+    dotted = create_job(env.client, key, f, metadata={"ml.team[0]": "a b", "ünï": "çödé"})
     got = env.client.get(f"/v1/fine_tuning/jobs/{a['id']}", headers=auth(key)).json()
     assert got["metadata"] == {"team": "support", "env": "prod"}
 
@@ -30,7 +31,9 @@ def test_metadata_is_stored_returned_and_filters_the_list(env):
     assert _ids(env, key, {"metadata[team]": "Support"}) == []  # exact values
     assert _ids(env, key, {"metadata[owner]": "support"}) == []  # a key no job has
     assert _ids(env, key, {"metadata": "null"}) == [e["id"], d["id"]]
-    assert _ids(env, key, {}) == [e["id"], d["id"], c["id"], b["id"], a["id"]]
+    assert _ids(env, key, {"metadata[ml.team[0]]": "a b", "metadata[ünï]": "çödé"}) == [dotted["id"]]
+    assert _ids(env, key, {"metadata[ml]": "a b"}) == []  # a key with a dot is one key, not a path
+    assert _ids(env, key, {}) == [dotted["id"], e["id"], d["id"], c["id"], b["id"], a["id"]]
     # The filter pages like the others.
     r = env.client.get("/v1/fine_tuning/jobs", headers=auth(key), params={"metadata[team]": "support", "limit": 1})
     assert [j["id"] for j in r.json()["data"]] == [b["id"]] and r.json()["has_more"] is True
@@ -76,3 +79,12 @@ def test_bad_filters_name_the_parameter(env):
     assert_error(r, 400, param="metadata")
     r = env.client.get("/v1/fine_tuning/jobs", headers=auth(key), params={'metadata[a"b]': "v"})
     assert_error(r, 400, param='metadata[a"b]')
+
+
+def test_a_lone_surrogate_in_metadata_is_a_400_naming_the_key(env):
+    key = env.key()
+    f = upload(env.client, key)["id"]
+    body = '{"model": "m/m", "training_file": "%s", "metadata": {"k": "\\ud800"}}' % f  # a lone surrogate
+    r = env.client.post("/v1/fine_tuning/jobs", headers={**auth(key), "Content-Type": "application/json"},
+                        content=body)
+    assert_error(r, 400, param="metadata.k")
