@@ -4,10 +4,12 @@ over) or FAILED (an exception)."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
 
+from hubtune.errors import JobError
 from hubtune.integrations import mlflow_tracking_uri
 from hubtune.lifecycle import LeaseLost
 from hubtune.settings import Settings
@@ -88,6 +90,17 @@ def _short(exc: Exception) -> str:
     return text[:300]
 
 
+# The package each integration needs on the worker, and the extra that installs it.
+NEEDS = {"mlflow": ("mlflow", "tracking"), "tensorboard": ("tensorboard", "tracking"), "wandb": ("wandb", "wandb")}
+
+
+def _require(kind: str, index: int) -> None:
+    module, extra = NEEDS[kind]
+    if importlib.util.find_spec(module) is None:
+        raise JobError("integration_unavailable", f"The worker that ran this job cannot do {kind} integrations "
+                       f"(install hubtune[{extra}] on training workers).", f"integrations[{index}].type")
+
+
 def tracked(inner, *, job_id: str, request: JobRequest, hyperparameters: dict | None, seed: int, lease,
             artifact_dir: Path, settings: Settings) -> TrackedHooks:
     """The job's hooks with a tracker per integration. The worker checks a named MLflow server against
@@ -95,6 +108,7 @@ def tracked(inner, *, job_id: str, request: JobRequest, hyperparameters: dict | 
     trackers: list = []
     params = job_params(request, hyperparameters, seed)
     for index, integration in enumerate(request.integrations or []):
+        _require(integration.type, index)
         if integration.type == "mlflow":
             from worker.tracking.mlflow_run import MlflowRun
 
@@ -110,7 +124,6 @@ def tracked(inner, *, job_id: str, request: JobRequest, hyperparameters: dict | 
 
             trackers.append(TensorboardFiles(job_id=job_id))
         elif integration.type == "wandb":
-            from hubtune.errors import JobError
             from worker.tracking.wandb_run import WandbRun
 
             if not settings.wandb_enabled:
