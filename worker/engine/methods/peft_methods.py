@@ -120,11 +120,14 @@ class PeftMethod:
         except (TypeError, ValueError, RuntimeError) as exc:
             raise MethodError(f"{self.name} cannot be applied to this model: {exc}", param="tuning.options") from exc
 
+    def resume(self, base_model, adapter_dir: Path, tuning, *, task: str):
+        return load_peft(base_model, adapter_dir, trainable=True)
+
     def save(self, model, output_dir: Path) -> None:
         model.save_pretrained(str(output_dir))
 
     def load(self, base_model, artifact_dir: Path | str):
-        return Lora().load(base_model, artifact_dir)
+        return load_peft(base_model, artifact_dir)
 
 
 def _ia3_modules(model, targets: list[str]) -> tuple[list[str], list[str]]:
