@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hubtune.spec import UNSUPPORTED_PEFT
 from worker.engine.methods.base import MethodError
-from worker.engine.methods.lora import Lora, auto_target_modules, heads_to_save, peft_task_type
+from worker.engine.methods.lora import auto_target_modules, heads_to_save, load_peft, peft_task_type
 
 # peft methods the trainer cannot run (the reasons live beside the API's list of tuning types), and
 # peft's own lora, which is hubtune's built-in method.

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from worker.engine.methods.base import MethodError
-from worker.engine.methods.lora import HEAD_NAMES, Lora, build_lora, load_peft
+from worker.engine.methods.lora import HEAD_NAMES, build_lora, load_peft
 
 
 def _cuda_available() -> bool:
@@ -72,4 +72,4 @@ class QLora:
         model.save_pretrained(str(output_dir))
 
     def load(self, base_model, artifact_dir: Path | str):
-        return Lora().load(base_model, artifact_dir)
+        return load_peft(base_model, artifact_dir)
