@@ -73,6 +73,12 @@ def continued_request(request: JobRequest, lineage: dict[str, Any]) -> JobReques
     update: dict[str, Any] = {"task": task or request.task}
     if lineage["kind"] == ADAPTER and lineage.get("tuning"):
         update["tuning"] = request.tuning.model_validate(lineage["tuning"])
+    tuning = update.get("tuning", request.tuning)
+    if not lineage.get("base_model") and tuning.type != "full":
+        # An adapter must name the model it applies to on the hub, and these weights are on none.
+        raise JobError("invalid_model", f"'{request.model}' starts from full fine-tuned weights that were never "
+                       "published (a checkpoint of a full fine-tune): continue it with tuning.type 'full', "
+                       "or continue the published job instead", "model")
     return request.model_copy(update=update)
 
 
