@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from hubtune import jobs, step_events
 from hubtune.jobs import HubNames
 from hubtune.lifecycle import Status
+from hubtune.lineage import CHECKPOINT_PREFIX, resolve_parent
 from hubtune.models import ApiKey, Checkpoint, File, Job, JobEvent
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
@@ -19,7 +20,7 @@ from plugin.datasets import is_dataset_ref, parse_dataset_ref
 from server.errors import ApiError, bad_request, not_found
 from server.hub_models import check_model_exists
 from server.metadata_filter import MetadataFilter
-from server.schemas import CHECKPOINT_PREFIX, EVENT_PREFIX
+from server.schemas import EVENT_PREFIX
 
 FINE_TUNE = jobs.FINE_TUNE
 
@@ -111,8 +112,10 @@ def create_job(session: Session, key: ApiKey, request: JobRequest, settings: Set
     """The core's checks (hubtune.jobs), then whether the hub has the model (a look-up only the server
     makes, bounded in time), then the job row and its prepare doorbell (sent once the caller commits)."""
     jobs.check_request(session, key, request, settings, HUB_NAMES)
-    check_model_exists(session, settings, key, request.model)  # before the owner's lock in add_job
-    return jobs.add_job(session, key, request, settings)
+    lineage = resolve_parent(session, key, request.model)  # an earlier job or checkpoint of the owner's
+    if lineage is None:
+        check_model_exists(session, settings, key, request.model)  # before the owner's lock in add_job
+    return jobs.add_job(session, key, request, settings, lineage=lineage)
 
 
 # --- events and checkpoints -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from hubtune.lifecycle import WARN
+from hubtune.lineage import CHECKPOINT_PREFIX, checkpoint_name
 from hubtune.models import Checkpoint, File, Job, JobEvent
 
 HYPERPARAMETER_NAMES = ("n_epochs", "batch_size", "learning_rate_multiplier")
@@ -114,6 +115,8 @@ class JobPublic(BaseModel):
     attempts: int
     max_attempts: int
     priority: int = 0
+    # The earlier job or checkpoint this one continues, and the base it trains on (hubtune.lineage).
+    lineage: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
@@ -159,7 +162,18 @@ class JobPublic(BaseModel):
             attempts=job.attempts or 0,
             max_attempts=job.max_attempts,
             priority=job.priority or 0,
+            lineage=public_lineage(job.lineage),
         )
+
+
+def public_lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The lineage without the storage path of the parent's weights (a server-side detail)."""
+    if not lineage:
+        return None
+    parent = {k: v for k, v in lineage["parent"].items() if k != "ref"}
+    return {"parent": parent, "kind": lineage.get("kind"), "base_model": lineage.get("base_model"),
+            "base_revision": lineage.get("base_revision"), "root": lineage.get("root"),
+            "ancestors": lineage.get("ancestors", [])}
 
 
 def _requested_hyperparameters(spec: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +202,6 @@ class JobList(BaseModel):
 # --- events and checkpoints -------------------------------------------------------------------------
 
 EVENT_PREFIX = "ftevent-"
-CHECKPOINT_PREFIX = "ftckpt-"
 
 
 def public_level(level: str) -> str:
@@ -257,7 +270,7 @@ class CheckpointPublic(BaseModel):
         return cls(
             id=f"{CHECKPOINT_PREFIX}{row.id}",
             created_at=int(row.created_at),
-            fine_tuned_model_checkpoint=f"{job.fine_tuned_model or job.id}:ckpt-step-{row.step}",
+            fine_tuned_model_checkpoint=checkpoint_name(job, row.step),
             fine_tuning_job_id=job.id,
             metrics=metrics,
             step_number=row.step,
