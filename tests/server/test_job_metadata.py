@@ -1,10 +1,11 @@
-"""Job metadata as OpenAI has it: up to 16 string pairs (keys up to 64 characters, values up to 512),
+"""Job metadata as OpenAI has it (and as its official client sends it): up to 16 string pairs (keys up to
+64 characters, values up to 512),
 stored and returned, and a filter on the job list (metadata[key]=value, all pairs AND-ed; metadata=null),
 answered in SQL on PostgreSQL and SQLite, within the key's own jobs."""
 
 from __future__ import annotations
 
-from tests.server.apitest_helpers import assert_error, auth, create_job, upload
+from tests.server.apitest_helpers import TRAIN_JSONL, assert_error, auth, create_job, upload
 
 
 def _ids(env, key, params) -> list[str]:
@@ -88,3 +89,21 @@ def test_a_lone_surrogate_in_metadata_is_a_400_naming_the_key(env):
     r = env.client.post("/v1/fine_tuning/jobs", headers={**auth(key), "Content-Type": "application/json"},
                         content=body)
     assert_error(r, 400, param="metadata.k")
+
+
+def test_the_openai_client_sets_and_filters_metadata(live_server, tmp_path):
+    import openai
+
+    env, base_url = live_server
+    client = openai.OpenAI(base_url=base_url, api_key=env.key(), max_retries=0, timeout=30)
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(TRAIN_JSONL)
+    with train.open("rb") as fh:
+        f = client.files.create(file=fh, purpose="fine-tune")
+    tagged = client.fine_tuning.jobs.create(model="m/m", training_file=f.id, metadata={"team": "support"},
+                                            integrations=[{"type": "tensorboard"}])
+    client.fine_tuning.jobs.create(model="m/m", training_file=f.id, metadata={"team": "search"})
+    assert tagged.metadata == {"team": "support"} and tagged.integrations[0].type == "tensorboard"
+    found = client.fine_tuning.jobs.list(metadata={"team": "support"})
+    assert [job.id for job in found.data] == [tagged.id]
+    assert client.fine_tuning.jobs.list(metadata={"team": "support", "env": "prod"}).data == []
