@@ -1,7 +1,6 @@
 """Job metadata as OpenAI has it (and as its official client sends it): up to 16 string pairs (keys up to
-64 characters, values up to 512),
-stored and returned, and a filter on the job list (metadata[key]=value, all pairs AND-ed; metadata=null),
-answered in SQL on PostgreSQL and SQLite, within the key's own jobs."""
+64 characters, values up to 512), stored and returned, and a filter on the job list (metadata[key]=value,
+all pairs AND-ed; metadata=null), answered in SQL on PostgreSQL and SQLite, within the key's own jobs."""
 
 from __future__ import annotations
 

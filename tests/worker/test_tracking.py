@@ -76,6 +76,7 @@ def test_a_tracking_server_that_is_down_costs_a_warning_not_the_training(lease, 
     events = _events()
     warnings = [e for e in events if e.level == "warn"]
     assert len(warnings) == 1 and warnings[0].message.startswith("MLflow tracking stopped")
+    assert dead.split("//")[1] not in warnings[0].message  # where the deployment's server is stays private
     assert warnings[0].data == {"integration": "mlflow"}
     assert [e.data["step"] for e in events if e.type == "metrics"] == [1, 2]  # the job's own metrics: all there
     assert not lease.lost.is_set()

@@ -79,15 +79,22 @@ class TrackedHooks:
                 log.warning("job %s: %s tracking failed in %s", self.lease.job_id, tracker.name, method, exc_info=True)
                 self.trackers.remove(tracker)
                 try:
-                    self.lease.write(f"{tracker.name} tracking stopped: {type(exc).__name__}: {_short(exc)}; "
+                    self.lease.write(f"{tracker.name} tracking stopped: {type(exc).__name__}: {_short(exc, tracker)}; "
                                      "training goes on", level="warn", data={"integration": tracker.name.lower()})
                 except LeaseLost:
                     pass
 
 
-def _short(exc: Exception) -> str:
+def _short(exc: Exception, tracker) -> str:
+    """The error's first line for the job's events, without where the tracking server is (the
+    deployment's address, perhaps with credentials in it) or the worker's folders."""
+    from worker.failures import without_server_paths
+
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return text[:300]
+    for hidden in getattr(tracker, "hidden", ()):
+        if hidden:
+            text = text.replace(hidden, "<tracking server>")
+    return without_server_paths(text)[:300]
 
 
 # The package each integration needs on the worker, and the extra that installs it.

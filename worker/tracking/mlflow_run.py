@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -42,6 +43,8 @@ class MlflowRun:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        # Kept out of the warnings a user reads (TrackedHooks): the server's address, and its host alone.
+        self.hidden = (tracking_uri.rstrip("/"), urlsplit(tracking_uri).netloc)
         self.job_id = job_id
         self.experiment_name = experiment_name or DEFAULT_EXPERIMENT
         self.run_name = run_name or job_id
