@@ -1,7 +1,7 @@
 """Issue 18 §3 end to end: a job with an MLflow integration, run by real server and Celery worker
 processes on PostgreSQL + Redis, shows its run, params and metrics in a real MLflow tracking server
 (read back with mlflow's own client); its TensorBoard event files are in the published artifact; a
-paused and resumed job continues the same run."""
+paused and resumed job, and a job whose worker was SIGKILLed and replaced, continue the same run."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import time
 
 import pytest
 
+from testkit.faults import FAST
 from testkit.mlflowserver import MlflowServer
 from testkit.services import postgres_database, redis_url
-from testkit.stack import Stack, all_events, upload, wait_for
+from testkit.stack import Stack, all_events, kill_group, upload, wait_for
 from testkit.tiny_models import make_tiny_bert, write_classification_jsonl
 
 pytestmark = pytest.mark.e2e
@@ -26,8 +27,8 @@ def env(tmp_path_factory):
         with postgres_database("hubtune_track") as db_url:
             stack = Stack(root, {
                 "HUBTUNE_DATABASE_URL": db_url, "HUBTUNE_BROKER_URL": redis_url(REDIS_DB),
-                "HUBTUNE_HUB_BACKEND": "local", "HUBTUNE_HEARTBEAT_SECONDS": "1",
-                "HUBTUNE_MLFLOW_TRACKING_URI": mlflow.uri,
+                "HUBTUNE_HUB_BACKEND": "local", "HUBTUNE_MLFLOW_TRACKING_URI": mlflow.uri,
+                **FAST,  # short leases and a fast sweeper: a killed worker's job is re-queued in seconds
             })
             stack.run("hub", "import", str(make_tiny_bert(root / "tiny-bert")), "tiny/bert")
             stack.start()
@@ -118,11 +119,10 @@ def test_mlflow_run_has_the_jobs_params_and_metrics_and_tensorboard_files_are_in
     assert "valid/loss" in events_file.Tags()["scalars"]
 
 
-def test_a_paused_and_resumed_job_continues_its_mlflow_run(env):
-    from mlflow import MlflowClient
-
+def _long_job(env, name: str, **training) -> dict:
+    """A job that trains for a while with an MLflow run, returned once it has logged step 4."""
     client, stack = env["client"], env["stack"]
-    job = _create(env, "paused", training={"max_steps": 60, "max_seq_length": 32, "learning_rate": 0.01},
+    job = _create(env, name, training={"max_steps": 60, "max_seq_length": 32, "learning_rate": 0.01, **training},
                   hyperparameters={"batch_size": 4}, validation_file=None,
                   integrations=[{"type": "mlflow", "mlflow": {"experiment_name": "tickets-e2e"}}])
     deadline = time.monotonic() + 300
@@ -130,6 +130,30 @@ def test_a_paused_and_resumed_job_continues_its_mlflow_run(env):
         assert time.monotonic() < deadline and client.get(f"/fine_tuning/jobs/{job['id']}").json()["status"] in (
             "validating_files", "queued", "running"), stack.logs()
         time.sleep(0.2)
+    return job
+
+
+def _one_finished_run_with_every_step(env, job: dict) -> None:
+    from mlflow import MlflowClient
+
+    client = env["client"]
+    events = all_events(client, job["id"])
+    assert any(e["message"].startswith("Resuming from checkpoint-") for e in events)
+    assert any(e["message"].endswith("continues") for e in events)
+    mlflow = MlflowClient(env["mlflow"].uri)
+    run_id = _run_id(events)  # one run for every attempt
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("tickets-e2e").experiment_id],
+                              filter_string=f"tags.`hubtune.job_id` = '{job['id']}'")
+    assert [r.info.run_id for r in runs] == [run_id]
+    assert runs[0].info.status == "FINISHED"
+    steps = {m.step for m in mlflow.get_metric_history(run_id, "train_loss")}
+    # The steps before the stop and after the resume, in the one run, as in the job's own series.
+    assert steps == set(_series(client, job["id"], "train_loss")) and max(steps) == 60 and min(steps) == 1
+
+
+def test_a_paused_and_resumed_job_continues_its_mlflow_run(env):
+    client, stack = env["client"], env["stack"]
+    job = _long_job(env, "paused")
     assert client.post(f"/fine_tuning/jobs/{job['id']}/pause").json()["status"] == "paused"
     deadline = time.monotonic() + 120
     while (r := client.post(f"/fine_tuning/jobs/{job['id']}/resume")).status_code == 409:
@@ -138,16 +162,20 @@ def test_a_paused_and_resumed_job_continues_its_mlflow_run(env):
     assert r.json()["status"] == "queued"
     job = wait_for(client, job["id"], stack=stack)
     assert job["status"] == "succeeded", (job["error"], stack.logs())
-    events = all_events(client, job["id"])
-    assert any(e["message"].startswith("Resuming from checkpoint-") for e in events)
-    assert any(e["message"].endswith("continues") for e in events)
+    _one_finished_run_with_every_step(env, job)
 
-    mlflow = MlflowClient(env["mlflow"].uri)
-    run_id = _run_id(events)  # one run for both attempts
-    runs = mlflow.search_runs([mlflow.get_experiment_by_name("tickets-e2e").experiment_id],
-                              filter_string=f"tags.`hubtune.job_id` = '{job['id']}'")
-    assert [r.info.run_id for r in runs] == [run_id]
-    assert runs[0].info.status == "FINISHED"
-    steps = {m.step for m in mlflow.get_metric_history(run_id, "train_loss")}
-    # The steps before the pause and after the resume, in the one run, as in the job's own series.
-    assert steps == set(_series(client, job["id"], "train_loss")) and max(steps) == 60 and min(steps) == 1
+
+def test_a_job_resumed_after_its_worker_died_continues_its_mlflow_run(env):
+    client, stack = env["client"], env["stack"]
+    job = _long_job(env, "killed", save_steps=5)
+    deadline = time.monotonic() + 120
+    while max(_series(client, job["id"], "train_loss") or [0]) < 8:  # past the step-5 checkpoint
+        assert time.monotonic() < deadline, stack.logs()
+        time.sleep(0.2)
+    worker = next(proc for name, proc in stack.procs if name == "worker")
+    kill_group(worker.pid)  # the worker and its task process, with no chance to end the run
+    worker.wait()
+    stack.spawn("worker-2", "worker", "--queues", "prepare,train,publish", "--loglevel", "INFO")
+    job = wait_for(client, job["id"], stack=stack)
+    assert job["status"] == "succeeded" and job["attempts"] == 2, (job["error"], stack.logs())
+    _one_finished_run_with_every_step(env, job)
