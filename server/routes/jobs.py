@@ -12,8 +12,8 @@ from hubtune import jobs
 from hubtune.models import Job
 from hubtune.spec import JobRequest
 from server import crud, idempotency
-from server.metadata_filter import METADATA_DOC, MetadataFilter
 from server.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
+from server.metadata_filter import METADATA_DOC, MetadataFilter
 from server.schemas import (
     CheckpointList, CheckpointPublic, EventList, EventPublic, JobList, JobPublic, MetricsPoint, MetricsSeries,
 )
