@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from hubtune.destinations import DestinationRefused, check_url
 from hubtune.errors import JobError
 from hubtune.ids import new_id
+from hubtune.integrations import check_integrations
 from hubtune.lineage import names_parent
 from hubtune.lifecycle import Stage, Status, add_event, still_stopping, transition
 from hubtune.models import ApiKey, File, Job, now
@@ -126,6 +127,7 @@ def check_request(session: Session, key: ApiKey, request: JobRequest, settings: 
         check_file(session, key, request.validation_file, "validation_file", names)
     if request.priority > 0 and not key.is_admin:
         raise JobError("forbidden", "Only an admin key can give a job a priority above 0.", "priority")
+    check_integrations(request, settings)
 
 
 def check_queued_limit(session: Session, key: ApiKey, settings: Settings) -> None:

@@ -145,6 +145,8 @@ class JobPublic(BaseModel):
             seed=job.seed,
             estimated_finish=_ts(job.estimated_finish),
             metadata=spec.get("metadata"),
+            # As OpenAI shows them: the type and its own settings, not the other types' empty slots.
+            integrations=[{k: v for k, v in item.items() if v is not None} for item in spec.get("integrations") or []],
             method=Method(supervised=Supervised(hyperparameters=hyper)),
             suffix=job.suffix,
             user_provided_suffix=job.suffix,

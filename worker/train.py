@@ -24,6 +24,7 @@ from worker.hooks import JobHooks
 from worker.lease import Lease
 from worker.lineage import parent_name, start
 from worker.registry import set_current_job
+from worker.tracking import tracked
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,10 @@ def _train_and_hand_over(job_id: str, lease: Lease, settings: Settings) -> None:
         tuning=request.tuning, training=request.training, hyperparameters=hyper, resume_from=resume_from,
         trust_remote_code=bool(repo_id) and settings.trusts_remote_code(repo_id), init_adapter=init_adapter,
     )
-    hooks = JobHooks(lease, plan, storage)
-    result = train(plan, hooks)
+    hooks = tracked(JobHooks(lease, plan, storage), job_id=job_id, request=request, hyperparameters=hyper,
+                    seed=seed, lease=lease, artifact_dir=staging, settings=settings)
+    with hooks:  # the job's integrations (MLflow, TensorBoard, wandb) see the run and end with it
+        result = train(plan, hooks)
     if result.stopped or lease.lost.is_set():
         # Paused, cancelled, or taken over by another worker (this one froze past its lease): the worker
         # is free for the next job, and nothing of this run is published.
