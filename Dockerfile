@@ -33,6 +33,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 CMD ["server", "--host", "0.0.0.0"]
 
 FROM base AS worker
-RUN pip install --no-cache-dir ".[worker]"
+RUN pip install --no-cache-dir ".[worker,tracking]"
 USER hubtune
 CMD ["worker"]

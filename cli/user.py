@@ -64,6 +64,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     for option, example in JSON_EXAMPLES.items():
         c.add_argument(option, type=json_object(option), help=f"JSON, e.g. '{example}'")
     c.add_argument("--hub-repo", help="hub repo id for the result (default: named after the job)")
+    c.add_argument("--metadata", type=key_value("--metadata"), action="append", metavar="KEY=VALUE",
+                   help="a metadata pair (repeat for more; up to 16)")
+    c.add_argument("--integration", type=integration, action="append", metavar="TYPE|JSON",
+                   help="tracking: mlflow, tensorboard, wandb, or JSON such as "
+                        "'{\"type\": \"mlflow\", \"mlflow\": {\"experiment_name\": \"tickets\"}}' (repeatable)")
     c.add_argument("--body", type=Path, help="a JSON file with the whole request; the flags above override it")
     c.add_argument("--follow", action="store_true", help="follow the job until it ends")
     c.set_defaults(func=_run(jobs_create))
@@ -72,6 +77,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--owner", help="an owner's jobs (admin keys)")
     ls.add_argument("--model")
+    ls.add_argument("--metadata", type=key_value("--metadata"), action="append", metavar="KEY=VALUE",
+                    help="only jobs with this metadata pair (repeat: all of them)")
     ls.add_argument("--limit", type=int, default=20)
     ls.add_argument("--after", help="the last job id of the previous page")
     ls.set_defaults(func=_run(jobs_list))
@@ -137,6 +144,26 @@ def json_object(option: str):
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"{exc}; e.g. {option} '{JSON_EXAMPLES[option]}'") from None
     return parse
+
+
+def key_value(option: str):
+    """An argparse type for KEY=VALUE (the value may hold '=' too)."""
+    def parse(text: str) -> tuple[str, str]:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}; e.g. {option} team=support")
+        return key, value
+    return parse
+
+
+def integration(text: str) -> dict[str, Any]:
+    """`--integration mlflow` (the deployment's defaults) or the integration's JSON object."""
+    if text.strip().startswith("{"):
+        try:
+            return parse_json_object(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}; e.g. --integration tensorboard") from None
+    return {"type": text.strip()}
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
@@ -227,6 +254,10 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
         body["method"] = {"type": "supervised", "supervised": {"hyperparameters": hyper}}
     if args.hub_repo:
         body["hub"] = {**body.get("hub", {}), "repo_id": args.hub_repo}
+    if args.metadata:
+        body["metadata"] = {**(body.get("metadata") or {}), **dict(args.metadata)}
+    if args.integration:
+        body["integrations"] = args.integration
     for required in ("model", "training_file"):
         if not body.get(required):
             raise ApiFailure(f"--{required.replace('_', '-')} is required (or put it in --body)")
@@ -246,6 +277,7 @@ def jobs_create(client: httpx.Client, args: argparse.Namespace) -> int:
 def jobs_list(client: httpx.Client, args: argparse.Namespace) -> int:
     params = {k: v for k, v in (("status", args.status), ("owner", args.owner), ("model", args.model),
                                 ("limit", args.limit), ("after", args.after)) if v is not None}
+    params.update({f"metadata[{key}]": value for key, value in args.metadata or []})
     page = call(client, "GET", "/fine_tuning/jobs", params=params)
     if args.json:
         _dump(page)

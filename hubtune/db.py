@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -23,9 +24,21 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _json_text(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (valid JSON, not UTF-8): escaped, as before
+        return json.dumps(value)
+    return text
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # JSON as UTF-8, not \u escapes: SQLite's JSON paths match an object's keys as written, so a job's
+        # metadata key "équipe" is only found by spec -> metadata -> équipe when stored unescaped.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               json_serializer=_json_text)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # pre_ping: a restarted PostgreSQL must not hand out dead pooled connections.

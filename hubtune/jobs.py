@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 from hubtune.destinations import DestinationRefused, check_url
 from hubtune.errors import JobError
 from hubtune.ids import new_id
+from hubtune.integrations import check_integrations
+from hubtune.lineage import names_parent
 from hubtune.lifecycle import Stage, Status, add_event, still_stopping, transition
 from hubtune.models import ApiKey, File, Job, now
 from hubtune.namespaces import Rights, has_hub_credential, write_refusal
@@ -104,10 +106,11 @@ def check_request(session: Session, key: ApiKey, request: JobRequest, settings: 
     reported them (the first broken rule is the answer)."""
     if (nul := find_nul(request.model_dump(mode="json"))) is not None:
         raise JobError("invalid_value", f"Invalid value for '{nul}': NUL characters are not allowed.", nul)
-    try:
-        names.split_model_ref(request.model)
-    except ValueError as exc:
-        raise JobError("invalid_model", f"Invalid model '{request.model}': {exc}", "model") from None
+    if not names_parent(request.model):  # a job or checkpoint reference is resolved by hubtune.lineage
+        try:
+            names.split_model_ref(request.model)
+        except ValueError as exc:
+            raise JobError("invalid_model", f"Invalid model '{request.model}': {exc}", "model") from None
     if request.hub is not None and request.hub.repo_id is not None:
         try:
             names.validate_repo_id(request.hub.repo_id)
@@ -124,6 +127,7 @@ def check_request(session: Session, key: ApiKey, request: JobRequest, settings: 
         check_file(session, key, request.validation_file, "validation_file", names)
     if request.priority > 0 and not key.is_admin:
         raise JobError("forbidden", "Only an admin key can give a job a priority above 0.", "priority")
+    check_integrations(request, settings)
 
 
 def check_queued_limit(session: Session, key: ApiKey, settings: Settings) -> None:
@@ -146,9 +150,11 @@ def check_queued_limit(session: Session, key: ApiKey, settings: Settings) -> Non
         )
 
 
-def add_job(session: Session, key: ApiKey, request: JobRequest, settings: Settings) -> Job:
+def add_job(session: Session, key: ApiKey, request: JobRequest, settings: Settings, *,
+            lineage: dict[str, Any] | None = None) -> Job:
     """Add the job row (after the owner's queued limit), its first event and the prepare doorbell (sent
-    only once the caller commits). The request's checks (check_request) come first."""
+    only once the caller commits). The request's checks (check_request) come first; `lineage` is the
+    earlier job or checkpoint it continues (hubtune.lineage.resolve_parent)."""
     check_queued_limit(session, key, settings)
     spec = request.model_dump(mode="json")
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31 - 1)
@@ -167,6 +173,7 @@ def add_job(session: Session, key: ApiKey, request: JobRequest, settings: Settin
         spec=spec,
         webhook_url=request.webhook_url,
         priority=request.priority,
+        lineage=lineage,
         attempts=0,
         max_attempts=settings.max_attempts,
         lease_token=0,
@@ -176,6 +183,11 @@ def add_job(session: Session, key: ApiKey, request: JobRequest, settings: Settin
     session.add(job)
     session.flush()  # the event's foreign key needs the job row first
     add_event(session, job.id, "Created fine-tuning job", data={"job_id": job.id})
+    if lineage is not None:
+        parent = lineage["parent"]
+        named = parent.get("checkpoint_id") or parent["job_id"]
+        add_event(session, job.id, f"Continuing from {named} of fine-tuning job {parent['job_id']}",
+                  data={"lineage": {k: lineage[k] for k in ("parent", "kind", "base_model", "base_revision")}})
     ring(session, PREPARE, job.id)
     return job
 

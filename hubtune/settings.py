@@ -96,6 +96,21 @@ class Settings(BaseSettings):
     webhook_retry_base_seconds: float = Field(default=2.0, ge=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Experiment tracking (job.integrations, worker/tracking.py). The MLflow server a job's run goes to
+    # when its integration names none; empty: jobs must name an allowed one.
+    mlflow_tracking_uri: str = ""
+    # Comma-separated tracking URIs a job may name besides mlflow_tracking_uri, matched exactly: a user
+    # must not make the worker send requests to a host of their choosing.
+    mlflow_allowed_tracking_uris: str = ""
+    # wandb integrations are refused unless the deployment turns them on; wandb then runs in this mode
+    # ("offline" writes its files into the artifact's wandb/ folder and sends nothing).
+    wandb_enabled: bool = False
+    wandb_mode: Literal["offline", "online"] = "offline"
+
+    @property
+    def mlflow_allowed_tracking_uri_list(self) -> list[str]:
+        return _csv(self.mlflow_allowed_tracking_uris)
+
     def trusts_remote_code(self, repo_id: str) -> bool:
         return repo_id in _csv(self.trust_remote_code_repos)
 

@@ -179,6 +179,49 @@ class Hub(StrictModel):
     merge: bool = False
 
 
+# OpenAI's limits on a job's metadata.
+METADATA_MAX_KEYS, METADATA_MAX_KEY_CHARS, METADATA_MAX_VALUE_CHARS = 16, 64, 512
+INTEGRATION_TYPES = ("mlflow", "tensorboard", "wandb")
+
+
+class WandbIntegration(StrictModel):
+    """OpenAI's wandb integration. The worker runs wandb in the deployment's mode (offline by default)."""
+
+    project: str = Field(min_length=1, max_length=128)
+    name: str | None = Field(default=None, max_length=128)
+    entity: str | None = Field(default=None, max_length=128)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=50)
+
+
+class MlflowIntegration(StrictModel):
+    """hubtune's MLflow integration: one run per job. tracking_uri must be one the deployment allows
+    (hubtune.integrations); None means the deployment's own server."""
+
+    experiment_name: str | None = Field(default=None, min_length=1, max_length=256)
+    run_name: str | None = Field(default=None, min_length=1, max_length=256)
+    tracking_uri: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+
+
+class TensorboardIntegration(StrictModel):
+    """TensorBoard event files in the artifact's runs/ folder; nothing to configure."""
+
+
+class Integration(StrictModel):
+    type: Literal["mlflow", "tensorboard", "wandb"]
+    wandb: WandbIntegration | None = None
+    mlflow: MlflowIntegration | None = None
+    tensorboard: TensorboardIntegration | None = None
+
+    @model_validator(mode="after")
+    def _settings_match_type(self) -> Integration:
+        others = [name for name in INTEGRATION_TYPES if name != self.type and getattr(self, name) is not None]
+        if others:
+            raise ValueError(f"an integration of type {self.type!r} cannot have {others[0]!r} settings")
+        if self.type == "wandb" and self.wandb is None:
+            raise ValueError("a wandb integration needs its 'wandb' settings (at least a project)")
+        return self
+
+
 class JobRequest(StrictModel):
     model: str = Field(min_length=1, max_length=256)
     # A file id, or a hub dataset file: hf://datasets/org/name@revision/path.jsonl
@@ -189,7 +232,10 @@ class JobRequest(StrictModel):
     method: Method | None = None
     # OpenAI's older top-level hyperparameters; method.supervised.hyperparameters wins when both are set.
     hyperparameters: Hyperparameters | None = None
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(default=None, max_length=16)
+    # Up to 16 pairs, filterable in the job list (GET ...?metadata[key]=value), as OpenAI's.
+    metadata: dict[str, Annotated[str, Field(max_length=METADATA_MAX_VALUE_CHARS)]] | None = None
+    # Experiment tracking (OpenAI's field; mlflow and tensorboard are hubtune's): worker/tracking.py.
+    integrations: list[Integration] | None = Field(default=None, max_length=len(INTEGRATION_TYPES))
     # None: decided from the training file's columns (label -> classification, messages/prompt -> causal LM).
     task: Literal["sequence_classification", "causal_lm"] | None = None
     tuning: Tuning = Field(default_factory=Tuning)
@@ -200,6 +246,28 @@ class JobRequest(StrictModel):
     # Higher runs first among the queued jobs of a queue. Any key may lower its own jobs (< 0);
     # only an admin key may raise one above the default (checked by the server).
     priority: int = Field(default=0, ge=-100, le=100)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > METADATA_MAX_KEYS:
+            raise ValueError(f"metadata may have at most {METADATA_MAX_KEYS} keys; it has {len(value)}")
+        for key in value:
+            if not key or len(key) > METADATA_MAX_KEY_CHARS:
+                raise ValueError(f"metadata keys must be 1 to {METADATA_MAX_KEY_CHARS} characters; "
+                                 f"{key[:METADATA_MAX_KEY_CHARS]!r}{'...' if len(key) > METADATA_MAX_KEY_CHARS else ''} "
+                                 f"has {len(key)}")
+        return value
+
+    @field_validator("integrations")
+    @classmethod
+    def _one_of_each(cls, value: list[Integration] | None) -> list[Integration] | None:
+        types = [item.type for item in value or []]
+        if len(types) != len(set(types)):
+            raise ValueError("give each integration type at most once")
+        return value
 
     @model_validator(mode="after")
     def _files_differ(self) -> JobRequest:

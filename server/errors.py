@@ -147,7 +147,7 @@ def _guess_param(msg: str, fields: tuple[str, ...]) -> str | None:
 
 JOB_FIELDS = (
     "training_file", "validation_file", "model", "suffix", "seed", "method", "hyperparameters",
-    "metadata", "task", "tuning", "training", "hub", "webhook_url", "priority",
+    "metadata", "integrations", "task", "tuning", "training", "hub", "webhook_url", "priority",
 )
 
 

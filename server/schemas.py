@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, model_serializer
 
 from hubtune.lifecycle import WARN
+from hubtune.lineage import CHECKPOINT_PREFIX, checkpoint_name
 from hubtune.models import Checkpoint, File, Job, JobEvent
 
 HYPERPARAMETER_NAMES = ("n_epochs", "batch_size", "learning_rate_multiplier")
@@ -139,6 +140,8 @@ class JobPublic(BaseModel):
     attempts: int
     max_attempts: int
     priority: int = 0
+    # The earlier job or checkpoint this one continues, and the base it trains on (hubtune.lineage).
+    lineage: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
@@ -167,6 +170,8 @@ class JobPublic(BaseModel):
             seed=job.seed,
             estimated_finish=_ts(job.estimated_finish),
             metadata=spec.get("metadata"),
+            # As OpenAI shows them: the type and its own settings, not the other types' empty slots.
+            integrations=[{k: v for k, v in item.items() if v is not None} for item in spec.get("integrations") or []],
             method=Method.of(spec, hyper, job.hyperparameters or {}),
             suffix=job.suffix,
             user_provided_suffix=job.suffix,
@@ -182,7 +187,18 @@ class JobPublic(BaseModel):
             attempts=job.attempts or 0,
             max_attempts=job.max_attempts,
             priority=job.priority or 0,
+            lineage=public_lineage(job.lineage),
         )
+
+
+def public_lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The lineage without the storage path of the parent's weights (a server-side detail)."""
+    if not lineage:
+        return None
+    parent = {k: v for k, v in lineage["parent"].items() if k != "ref"}
+    return {"parent": parent, "kind": lineage.get("kind"), "base_model": lineage.get("base_model"),
+            "base_revision": lineage.get("base_revision"), "root": lineage.get("root"),
+            "ancestors": lineage.get("ancestors", [])}
 
 
 def _requested_hyperparameters(spec: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +227,6 @@ class JobList(BaseModel):
 # --- events and checkpoints -------------------------------------------------------------------------
 
 EVENT_PREFIX = "ftevent-"
-CHECKPOINT_PREFIX = "ftckpt-"
 
 
 def public_level(level: str) -> str:
@@ -280,7 +295,7 @@ class CheckpointPublic(BaseModel):
         return cls(
             id=f"{CHECKPOINT_PREFIX}{row.id}",
             created_at=int(row.created_at),
-            fine_tuned_model_checkpoint=f"{job.fine_tuned_model or job.id}:ckpt-step-{row.step}",
+            fine_tuned_model_checkpoint=checkpoint_name(job, row.step),
             fine_tuning_job_id=job.id,
             metrics=metrics,
             step_number=row.step,

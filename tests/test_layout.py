@@ -32,7 +32,8 @@ FORBIDDEN = {
     "testkit": {"tests", "bench"},
     "bench": {"tests", "cli"},
 }
-HEAVY = {"torch", "transformers", "peft", "accelerate"}
+# The trackers (worker/tracking) too: the API process never imports mlflow, wandb or tensorboard.
+HEAVY = {"torch", "transformers", "peft", "accelerate", "mlflow", "wandb", "tensorboard"}
 
 # Cycles inside worker/engine are counted apart from the rest of worker/ (issue 16 removed its four).
 CYCLE_SCOPES = (*PRODUCT, "worker/engine", "testkit")

@@ -90,8 +90,10 @@ class JobHooks:
                 # Earlier steps first (ids keep the steps' order); the fence then checks the lease for all.
                 session.add_all(JobEvent(job_id=self.lease.job_id, created_at=at, message=text, type=row_type,
                                          level="info", data=values) for at, text, values, _, row_type in earlier)
-                fenced_event(session, self.lease.job_id, token=self.lease.token, message=message, type=kind,
-                             data=data, **fields)
+                # Paused too: a pause stops training at the next step, and the steps logged before it
+                # (still buffered when the pause landed) belong to the job as much as its stop checkpoint.
+                fenced_event(session, self.lease.job_id, token=self.lease.token, statuses=RUNNING_OR_PAUSED,
+                             message=message, type=kind, data=data, **fields)
 
         self._guard(write)
 

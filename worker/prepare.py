@@ -22,6 +22,7 @@ from plugin import VisibleOnly, is_dataset_ref, parse_dataset_ref, split_model_r
 from plugin.errors import HubError, RepoNotFound, RevisionNotFound
 from worker.failures import job_error
 from worker.hub import owner_hub
+from worker.lineage import continued_request, hub_adapter_lineage, start
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def run_prepare(job_id: str, settings: Settings) -> None:
         if job is None or job.status != Status.VALIDATING_FILES.value:
             return
         request = JobRequest.model_validate(job.spec)
+        lineage = job.lineage
         storage = open_storage(settings)
         live = _live_files(session, job)
         owner = job.owner
@@ -51,7 +53,7 @@ def run_prepare(job_id: str, settings: Settings) -> None:
         if server_access:  # another owner's private repo must look missing (hubtune.namespaces)
             hub = VisibleOnly(hub, may_see=lambda repo_id, private: may_see(rights, repo_id, private=private))
         pinned = _pull_datasets(hub, storage, files)
-        outcome = _prepare(job_id, request, files, hub, settings)
+        outcome = _prepare(job_id, request, files, hub, settings, lineage=lineage, storage=storage)
         outcome.update(pinned)
     except StorageUnavailable as exc:
         # Not the job's fault: it stays validating_files and the sweeper rings prepare again later.
@@ -95,7 +97,8 @@ def _live_files(session, job: Job) -> dict[str, tuple[str, bool]]:
 
 
 def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]], hub,
-             settings: Settings) -> dict[str, Any]:
+             settings: Settings, *, lineage: dict[str, Any] | None = None,
+             storage: Storage | None = None) -> dict[str, Any]:
     from worker.engine.data import check_method, check_validation, load_examples
     from worker.engine.data_report import data_report
     from worker.engine.evaluate import split_record
@@ -107,15 +110,19 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     for param, (file_id, path) in files.items():
         if path is None:
             raise PrepareError("file_not_found", f"{param} {file_id} was deleted", param)
+    if lineage is not None:  # the parent's tuning and task (worker/lineage.py)
+        request = continued_request(request, lineage)
     train = load_examples(files["training_file"][1], task=request.task, param="training_file")
     check_method(train, method=request.method_type, param="training_file")
     if "validation_file" in files:
         valid = load_examples(files["validation_file"][1], task=train.task, param="validation_file")
         check_method(valid, method=request.method_type, param="validation_file")
         check_validation(train, valid)
+    model_dir, revision, lineage = _start_model(request, lineage, hub, storage, settings)
+    if lineage is not None:
+        request = continued_request(request.model_copy(update={"task": train.task}), lineage)
     _check_method(request, task=train.task)
     check_training_options(request.training, task=train.task, labels=train.labels)
-    model_dir, revision = _pull_model(request.model, hub, settings)
     tokenizer = cached_tokenizer(model_dir, revision=revision)  # read-only here: kept warm per commit
     report = data_report(train, tokenizer=tokenizer, max_seq_length=request.training.max_seq_length)
     # Without a validation file the trainer evaluates on a seeded held-out split: record which lines.
@@ -133,7 +140,7 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     spec = request.model_dump(mode="json")
     spec["task"] = train.task
     return {
-        "spec": spec, "model_revision": revision, "hyperparameters": hyper, "data_report": report,
+        "spec": spec, "model_revision": revision, "lineage": lineage, "hyperparameters": hyper, "data_report": report,
         "queue": _route(job_id, request, model_dir=model_dir, train=train, settings=settings), "stage": None,
     }
 
@@ -145,6 +152,30 @@ def _check_method(request: JobRequest, *, task: str) -> None:
     from worker.engine.methods import get_method
 
     get_method(request.tuning.type).check(request.tuning, task=task, device=None)
+
+
+def _start_model(request: JobRequest, lineage: dict[str, Any] | None, hub, storage: Storage | None,
+                 settings: Settings) -> tuple[Path, str | None, dict[str, Any] | None]:
+    """(base model folder, its commit, the job's lineage). A job continuing one of the owner's jobs or
+    checkpoints starts from that parent (worker/lineage.py); a hub repo holding an adapter is a parent
+    too, found here, with the base its adapter_config.json names."""
+    if lineage is None:
+        model_dir, revision = _pull_model(request.model, hub, settings)
+        lineage = hub_adapter_lineage(split_model_ref(request.model)[0], revision, model_dir)
+        if lineage is None:
+            return model_dir, revision, None
+        # The adapter's config may name a branch (or no revision): the job pins the base to a commit.
+        _, lineage["base_revision"] = _pull_model(f"{lineage['base_model']}@{lineage['base_revision']}", hub,
+                                                  settings)
+    try:
+        begin = start(lineage, storage, hub)
+    except HubError as exc:
+        raise PrepareError("model_not_found", f"the base model of '{request.model}' could not be read from "
+                           f"the hub: {exc}", "model")
+    _check_safetensors(begin.model_dir, request.model)
+    if lineage.get("base_model") and not lineage.get("weights"):
+        _check_remote_code(begin.model_dir, lineage["base_model"], settings)
+    return begin.model_dir, begin.revision, lineage
 
 
 def _pull_model(model_ref: str, hub, settings: Settings) -> tuple[Path, str]:

@@ -33,6 +33,7 @@ from worker.disk import disk_full, short_of_space
 from worker.failures import job_error
 from worker.hub import owner_hub
 from worker.lease import Lease
+from worker.lineage import card_base, lineage_lines
 from worker.train import worker_name
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def run_publish(job_id: str, settings: Settings) -> None:
         job = _snapshot(session, job_id)
     request = JobRequest.model_validate(job["spec"])
     storage = open_storage(settings)
-    repo_id = target_repo(request, owner=job["owner"], job_id=job_id, namespace=settings.hub_namespace)
+    repo_id = target_repo(request, owner=job["owner"], job_id=job_id, namespace=settings.hub_namespace,
+                          lineage=job["lineage"])
     branch = request.hub.branch if request.hub else "main"
     private = request.hub.private if request.hub else True
     try:
@@ -144,13 +146,16 @@ def _hub_allowed(settings: Settings, owner: str, rights: Rights, request: JobReq
     return hub
 
 
-def target_repo(request: JobRequest, *, owner: str, job_id: str, namespace: str | None) -> str:
+def target_repo(request: JobRequest, *, owner: str, job_id: str, namespace: str | None,
+                lineage: dict[str, Any] | None = None) -> str:
     """The request's hub.repo_id, else `<namespace>/<model name>-<suffix or job id>`; the namespace is
-    the server's hub_namespace setting when set, else the owner."""
+    the server's hub_namespace setting when set, else the owner. A continued job is named after the
+    first base model of its chain (its `model` is a job or checkpoint id)."""
     if request.hub and request.hub.repo_id:
         return request.hub.repo_id
     namespace = namespace or owner
-    base = split_model_ref(request.model)[0].split("/")[-1]
+    root = (lineage or {}).get("root")
+    base = (root or split_model_ref(request.model)[0]).split("/")[-1]
     name = f"{base}-{request.suffix or job_id}"
     return f"{_slug(namespace)}/{_slug(name)}"[:96]
 
@@ -171,7 +176,7 @@ def _snapshot(session, job_id: str) -> dict[str, Any]:
     trained_on = _training_worker(events)
     worker = session.get(WorkerRecord, trained_on) if trained_on else None
     return {
-        "id": job.id, "owner": job.owner, "spec": job.spec,
+        "id": job.id, "owner": job.owner, "spec": job.spec, "lineage": job.lineage,
         "rights": rights_for(session, key_id=job.key_id, owner=job.owner), "model_revision": job.model_revision,
         "hyperparameters": job.hyperparameters, "result": job.result or {}, "data_report": job.data_report,
         "artifact_path": job.artifact_path, "dataset_revisions": job.dataset_revisions or {},
@@ -203,7 +208,7 @@ def _training_seconds(events) -> float | None:
 def _write_card(hub: Hub, job: dict[str, Any], request: JobRequest, repo_id: str) -> None:
     folder: Path = job["artifact"]
     result = job["result"]
-    base_model = split_model_ref(request.model)[0]
+    base_model, base_revision = card_base(job["lineage"], request, job["model_revision"])
     metrics = dict(result.get("metrics") or {})
     evaluation = result.get("evaluation") if isinstance(result.get("evaluation"), dict) else None
     (folder / "metrics.json").write_text(json.dumps(
@@ -214,19 +219,19 @@ def _write_card(hub: Hub, job: dict[str, Any], request: JobRequest, repo_id: str
     kind = request.tuning.type
     library = "transformers" if kind == "full" else ("peft" if (folder / "adapter_config.json").is_file() else "hubtune")
     card = render_model_card(
-        repo_id=repo_id, base_model=base_model, base_model_revision=job["model_revision"], task=request.task,
+        repo_id=repo_id, base_model=base_model, base_model_revision=base_revision, task=request.task,
         tuning=_tuning_summary(request),
         hyperparameters=searched_hyperparameters(job["hyperparameters"] or {}, result.get("search")),
         datasets=_hub_datasets(job),
         metrics={} if evaluation else {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         evaluation=evaluation, library_name=library, tags=["hubtune", kind, request.task],
-        license=_base_license(hub, base_model, job["model_revision"]),
+        license=_base_license(hub, base_model, base_revision),
         base_model_relation=None if kind == "full" else "adapter",
         sections=_sections(job, request), loss_curve=LOSS_CURVE if curve else None,
         data_format=(job["data_report"] or {}).get("format"), branch=request.hub.branch if request.hub else None,
     )
     (folder / "README.md").write_text(card)
-    _point_adapter_at_hub(folder, base_model, job["model_revision"])
+    _point_adapter_at_hub(folder, base_model, base_revision)
 
 
 # The tuning fields that mean something for each method (the rest of the spec is other methods' knobs).
@@ -266,6 +271,8 @@ def _base_license(hub: Hub, base_model: str, revision: str | None) -> str | None
 
 def _sections(job: dict[str, Any], request: JobRequest) -> list[tuple[str, str]]:
     sections = []
+    if job["lineage"]:
+        sections.append(("Lineage", lineage_lines(job["lineage"])))
     report = job["data_report"] or {}
     if report:
         rows = "\n".join(f"| {k} | {_short(v)} |" for k, v in report.items())
@@ -342,7 +349,8 @@ def _write_merged(hub: Hub, job: dict[str, Any], request: JobRequest) -> None:
     folder: Path = job["artifact"]
     if request.tuning.type != "lora" or not (folder / "adapter_config.json").is_file():
         return
-    base_dir = hub.snapshot(split_model_ref(request.model)[0], revision=job["model_revision"] or "main")
+    base_model, revision = card_base(job["lineage"], request, job["model_revision"])
+    base_dir = hub.snapshot(base_model, revision=revision or "main")
     model, tokenizer = load_for_inference(model_dir=base_dir, adapter_dir=folder, task=request.task)
     merged = model.merge_and_unload()
     out = folder / "merged"

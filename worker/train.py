@@ -22,7 +22,9 @@ from worker.failures import job_error
 from worker.hub import hub_for_owner
 from worker.hooks import JobHooks
 from worker.lease import Lease
+from worker.lineage import parent_name, start
 from worker.registry import set_current_job
+from worker.tracking import tracked
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +104,22 @@ def _train_and_hand_over(job_id: str, lease: Lease, settings: Settings) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
         request = JobRequest.model_validate(job.spec)
-        hyper, revision = job.hyperparameters, job.model_revision
+        hyper, revision, lineage = job.hyperparameters, job.model_revision, job.lineage
         file_ids, seed, owner = (job.training_file, job.validation_file), job.seed, job.owner
     train_file, valid_file = (storage.local_file(f) if f else None for f in file_ids)
     _check_device(request)
-    repo_id, _ = split_model_ref(request.model)
     # The owner's hub credential: a private base model is read with the token that can see it.
-    model_dir = hub_for_owner(settings, owner).snapshot(repo_id, revision=revision)
+    hub = hub_for_owner(settings, owner)
+    if lineage is None:
+        repo_id, _ = split_model_ref(request.model)
+        model_dir, init_adapter = hub.snapshot(repo_id, revision=revision), None
+    else:  # an earlier job's adapter on its base, or a full fine-tune's weights (worker/lineage.py)
+        repo_id = lineage.get("base_model") or ""
+        begin = start(lineage, storage, hub)
+        model_dir, init_adapter = begin.model_dir, begin.init_adapter
+        if init_adapter is not None:
+            lease.write(f"Continuing the {request.tuning.type} adapter of {parent_name(lineage)}",
+                        data={"lineage": {"parent": {k: v for k, v in lineage["parent"].items() if k != "ref"}}})
     # A paused or interrupted job goes on from its last checkpoint (weights, optimizer, RNG, data position).
     resume_from = storage.latest_checkpoint(job_id, lease.token)
     if resume_from is not None:
@@ -118,10 +129,13 @@ def _train_and_hand_over(job_id: str, lease: Lease, settings: Settings) -> None:
         task=request.task, model_dir=model_dir, train_file=train_file, valid_file=valid_file,
         output_dir=staging, checkpoints_dir=storage.checkpoints_dir(job_id, lease.token), seed=seed,
         tuning=request.tuning, training=request.training, hyperparameters=hyper, resume_from=resume_from,
-        trust_remote_code=settings.trusts_remote_code(repo_id), method=request.method_type,
+        trust_remote_code=bool(repo_id) and settings.trusts_remote_code(repo_id), init_adapter=init_adapter,
+        method=request.method_type,
     )
-    hooks = JobHooks(lease, plan, storage)
-    result = train(plan, hooks)
+    hooks = tracked(JobHooks(lease, plan, storage), job_id=job_id, request=request, hyperparameters=hyper,
+                    seed=seed, lease=lease, artifact_dir=staging, settings=settings)
+    with hooks:  # the job's integrations (MLflow, TensorBoard, wandb) see the run and end with it
+        result = train(plan, hooks)
     if result.stopped or lease.lost.is_set():
         # Paused, cancelled, or taken over by another worker (this one froze past its lease): the worker
         # is free for the next job, and nothing of this run is published.

@@ -51,6 +51,9 @@ class Job(Base):
     queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Higher runs first among the queued jobs of a queue (migration 0005).
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A job whose `model` names an earlier job or checkpoint (hubtune.lineage): the parent, the base it
+    # trains on at its commit, the parent's tuning (migration 0007). None for a plain base model.
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
     hub_repo: Mapped[str | None] = mapped_column(String(128), nullable=True)
     hub_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)

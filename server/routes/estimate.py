@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from hubtune.estimator import EstimateError
 from hubtune.routing import route_request
+from hubtune.lineage import resolve_parent
 from hubtune.spec import JobRequest
 from server import crud
 from server.deps import CurrentKey, SessionDep, SettingsDep
@@ -70,8 +71,18 @@ def estimate_job(session: SessionDep, key: CurrentKey, settings: SettingsDep, bo
     for param in ("training_file", "validation_file"):
         if getattr(body, param) is not None:
             crud.check_file(session, key, getattr(body, param), param)
-    sha, config = model_config(hub_for_key(session, settings, key), body.model)
-    request = JobRequest.model_validate({**body.model_dump(), "training_file": body.training_file or "-"})
+    fields = {**body.model_dump(), "training_file": body.training_file or "-"}
+    model_ref = body.model
+    if (lineage := resolve_parent(session, key, body.model)) is not None:  # an earlier job or checkpoint
+        if not lineage.get("base_model"):
+            raise bad_request(f"Cannot estimate a job continuing '{body.model}': it starts from weights that "
+                              "were never published; estimate its first base model instead.", param="model",
+                              code="invalid_model")
+        model_ref = f"{lineage['base_model']}@{lineage['base_revision']}"
+        if lineage["kind"] == "adapter":  # the child trains the parent's adapter (worker/lineage.py)
+            fields["tuning"] = lineage["tuning"]
+    sha, config = model_config(hub_for_key(session, settings, key), model_ref)
+    request = JobRequest.model_validate(fields)
     try:
         route = route_request(session, request=request, config=config, heartbeat_seconds=settings.heartbeat_seconds)
     except EstimateError as exc:

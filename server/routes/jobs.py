@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy.exc import IntegrityError
 
 from hubtune import jobs
@@ -13,6 +13,7 @@ from hubtune.models import Job
 from hubtune.spec import JobRequest
 from server import crud, idempotency
 from server.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
+from server.metadata_filter import METADATA_DOC, MetadataFilter
 from server.schemas import (
     CheckpointList, CheckpointPublic, EventList, EventPublic, JobList, JobPublic, MetricsPoint, MetricsSeries,
 )
@@ -64,10 +65,14 @@ def create_job(
 
 @router.get("", response_model=JobList)
 def list_jobs(
-    session: SessionDep, key: CurrentKey, after: str | None = None, limit: Limit = 20,
+    request: Request, session: SessionDep, key: CurrentKey, after: str | None = None, limit: Limit = 20,
     status: str | None = None, owner: str | None = None, model: str | None = None,
+    metadata: Annotated[str | None, Query(description=METADATA_DOC)] = None,
 ) -> JobList:
-    rows, has_more = crud.list_jobs(session, key, after=after, limit=limit, status=status, owner=owner, model=model)
+    # metadata[key]=value pairs are not one named parameter: read them from the query string.
+    wanted = MetadataFilter.from_query(request.query_params.multi_items())
+    rows, has_more = crud.list_jobs(session, key, after=after, limit=limit, status=status, owner=owner, model=model,
+                                    metadata=wanted)
     return JobList(data=[JobPublic.of(r) for r in rows], has_more=has_more)
 
 

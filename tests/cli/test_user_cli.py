@@ -94,3 +94,20 @@ def test_user_mistakes_are_clear_errors(env):
     unreachable = subprocess.run(hubtune_cmd("jobs", "list", "--url", "http://127.0.0.1:9", "--key", "k"),
                                  env=env["stack"].env, capture_output=True, text=True, timeout=60)
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+
+
+def test_metadata_and_integrations_from_the_command_line(env):
+    file_id = json.loads(ok(cli(env, "files", "upload", str(write_classification_jsonl(
+        env["root"] / "meta.jsonl", n=16, seed=5)), "--json")))["id"]
+    created = json.loads(ok(cli(env, "jobs", "create", "--model", "tiny/bert", "--training-file", file_id,
+                                "--training", '{"max_steps": 2, "max_seq_length": 32}', "--metadata", "team=support",
+                                "--metadata", "query=a=b", "--integration", "tensorboard", "--json")))
+    assert created["metadata"] == {"team": "support", "query": "a=b"}
+    assert created["integrations"] == [{"type": "tensorboard"}]
+    listed = json.loads(ok(cli(env, "jobs", "list", "--metadata", "team=support", "--metadata", "query=a=b", "--json")))
+    assert [j["id"] for j in listed["data"]] == [created["id"]]
+    assert json.loads(ok(cli(env, "jobs", "list", "--metadata", "team=other", "--json")))["data"] == []
+    bad = cli(env, "jobs", "create", "--model", "tiny/bert", "--training-file", file_id, "--metadata", "team")
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+    unknown = cli(env, "jobs", "create", "--model", "tiny/bert", "--training-file", file_id, "--integration", "comet")
+    assert unknown.returncode == 1 and "integrations[0].type" in unknown.stderr

@@ -132,7 +132,7 @@ def test_the_server_image_has_no_training_stack_and_a_health_check():
     checks = instructions(lines, "HEALTHCHECK")
     assert len(checks) == 1 and "/healthz" in checks[0]
     worker = " ".join(instructions(chain(stages, "worker"), "RUN"))
-    assert '".[worker]"' in worker
+    assert '".[worker,tracking]"' in worker  # training stack and the jobs' MLflow/TensorBoard integrations
 
 
 def test_compose_builds_the_slim_server_and_the_full_workers():

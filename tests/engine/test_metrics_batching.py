@@ -92,6 +92,24 @@ def test_a_due_interval_writes_and_a_lost_lease_writes_nothing(running_job, monk
         assert s.execute(select(func.count()).select_from(JobEvent).where(JobEvent.type == "metrics")).scalar() == 1
 
 
+def test_steps_buffered_when_a_pause_lands_are_kept(running_job, monkeypatch):
+    # The pause lands while steps 1-3 wait in the buffer; training stops at the next step and the engine
+    # flushes. Those steps must be written: resume continues after them, so nothing would log them again.
+    monkeypatch.setattr(hooks_module, "METRICS_FLUSH_SECONDS", 3600.0)
+    hooks = JobHooks(running_job)
+    hooks.on_start(total_steps=10, trainable_params=1, total_params=2)
+    hooks._metrics_flushed = 10**12
+    for step in range(1, 4):
+        hooks.on_metrics({"step": step, "train_loss": 1.0 / step, "trained_tokens": 10 * step})
+    with session_scope() as s:
+        transition(s, "ftjob-batch", Status.PAUSED, expect=Status.RUNNING, message="paused")
+    assert hooks.should_stop() is True
+    hooks.flush_metrics()
+    assert [e.data["step"] for e in _metric_events()] == [1, 2, 3]
+    with session_scope() as s:
+        assert s.get(Job, "ftjob-batch").trained_tokens == 30
+
+
 def test_stop_poll_reads_the_row_on_its_interval(running_job, monkeypatch):
     monkeypatch.setattr(hooks_module, "STOP_POLL_SECONDS", 3600.0)
     hooks = JobHooks(running_job)

@@ -117,7 +117,10 @@ def train_dpo(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     base, new_modules = load_base_model(plan.model_dir, task=CAUSAL_LM, tokenizer=tokenizer,
                                         method_kwargs=method.base_model_kwargs(plan.tuning),
                                         trust_remote_code=plan.trust_remote_code)
-    model = method.build(base, plan.tuning, task=CAUSAL_LM, modules_to_save=new_modules)
+    if plan.init_adapter is not None:  # a continued job (DPO after SFT): the parent's adapter, trained further
+        model = method.resume(base, plan.init_adapter, plan.tuning, task=CAUSAL_LM)
+    else:
+        model = method.build(base, plan.tuning, task=CAUSAL_LM, modules_to_save=new_modules)
     ref_model = _frozen_reference(plan, tokenizer, method) if plan.tuning.type == "full" else None
     trainable, total = count_params(model)
     mark("load_s")
@@ -128,12 +131,14 @@ def train_dpo(plan: TrainPlan, hooks: Hooks) -> TrainResult:
         raise DataError("the training file has no preference pairs left to train on", code="empty_file",
                         param="training_file")
     mark("tokenize_s")
-    # The baseline: the base model's preference accuracy (a fresh adapter changes nothing yet).
+    # The baseline: the preference accuracy of the model training starts from (the base model, as a fresh
+    # adapter changes nothing yet; a continued job's parent fine-tune).
     base_metrics = preference_metrics(model, tokenizer, eval_pairs, max_length=max_len, batch_size=batch)
+    start = "model it continues from" if plan.init_adapter is not None else "base model"
     report_evaluation(hooks, stage="baseline", data={
         "split": compact_split(split), "primary_metric": PRIMARY_METRIC, "base": base_metrics,
         "base_kind": "base_model", "majority_baseline": None, "probe": None,
-    }, message=f"Baseline on {len(eval_pairs)} {split['source'].replace('_', ' ')} preference pairs: base model "
+    }, message=f"Baseline on {len(eval_pairs)} {split['source'].replace('_', ' ')} preference pairs: {start} "
                f"{PRIMARY_METRIC} {base_metrics[PRIMARY_METRIC]:.4g}")
     mark("baseline_eval_s")
 

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 from hubtune.spec import Training, Tuning
 
-_PATH_FIELDS = ("model_dir", "train_file", "valid_file", "output_dir", "checkpoints_dir", "resume_from")
+_PATH_FIELDS = ("model_dir", "train_file", "valid_file", "output_dir", "checkpoints_dir", "resume_from",
+                "init_adapter")
 
 
 @dataclass
@@ -34,6 +35,9 @@ class TrainPlan:
     checkpoint_on_stop: bool = True
     # Only for base-model repos that the server's HUBTUNE_TRUST_REMOTE_CODE_REPOS names.
     trust_remote_code: bool = False
+    # A continued job (worker/lineage.py): the parent's adapter, which the method loads trainable on
+    # model_dir instead of building a fresh one.
+    init_adapter: Path | None = None
     # Overrides of the learning-rate search's factors, min_rung_steps, budget_fraction (tests, benches).
     search_options: dict = field(default_factory=dict)
     # OpenAI's method.type: "supervised" (transformers' Trainer) or "dpo" (trl, worker.engine.dpo; its

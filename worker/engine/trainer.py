@@ -193,7 +193,10 @@ def _load(plan: TrainPlan, hooks: Hooks, clock: _PhaseClock) -> _Run:
         plan.model_dir, task=plan.task, labels=run.labels, tokenizer=run.tokenizer,
         method_kwargs=method.base_model_kwargs(plan.tuning), trust_remote_code=plan.trust_remote_code,
     )
-    run.model = method.build(model, plan.tuning, task=plan.task, modules_to_save=new_modules)
+    if plan.init_adapter is not None:  # a continued job: the parent's adapter, trained further
+        run.model = method.resume(model, plan.init_adapter, plan.tuning, task=plan.task)
+    else:
+        run.model = method.build(model, plan.tuning, task=plan.task, modules_to_save=new_modules)
     run.trainable, run.total = count_params(run.model)
     clock.mark("load_s")
     return run

@@ -199,11 +199,36 @@ class Adapter:
         model.hubtune_adapter_config = config
         return model
 
+    def resume(self, base_model, adapter_dir: Path, tuning, *, task: str):
+        adapter_dir = Path(adapter_dir)
+        if (adapter_dir / CONFIG_FILE).is_file():  # a job's artifact
+            model = load_adapter_model(base_model, adapter_dir)
+        else:  # a training checkpoint: the whole model's weights, the adapters and heads among them
+            model = self.build(base_model, tuning, task=task)
+            _load_checkpoint_adapters(model, adapter_dir)
+        heads = model.hubtune_adapter_config.get("modules_to_save", [])
+        for name, p in model.named_parameters():
+            p.requires_grad_(f".{CONTAINER}." in name or any(name.startswith(h + ".") for h in heads))
+        return model.train()
+
     def save(self, model, output_dir: Path) -> None:
         save_adapter(model, output_dir)
 
     def load(self, base_model, artifact_dir: Path | str):
         return load_adapter_model(base_model, artifact_dir)
+
+
+def _load_checkpoint_adapters(model: nn.Module, folder: Path) -> None:
+    """The adapter and head weights out of a checkpoint's model*.safetensors (every weight was saved)."""
+    from safetensors.torch import load_file
+
+    keys = set(_saved_keys(model, model.hubtune_adapter_config["modules_to_save"]))
+    tensors: dict = {}
+    for path in sorted(folder.glob("model*.safetensors")):
+        tensors.update({k: v for k, v in load_file(str(path)).items() if k in keys})
+    if missing := keys - set(tensors):
+        raise ValueError(f"checkpoint {folder.name} lacks adapter weights {sorted(missing)[:5]}")
+    model.load_state_dict(tensors, strict=False)
 
 
 def save_adapter(model: nn.Module, output_dir: Path | str) -> None:

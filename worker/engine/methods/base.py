@@ -27,6 +27,10 @@ class TuningMethod(Protocol):
     def build(self, model, tuning, *, task: str, modules_to_save: list[str] | None = None):
         """The model to train: only the tuned parameters (and new modules_to_save) trainable."""
 
+    def resume(self, base_model, adapter_dir: Path, tuning, *, task: str):
+        """Like build, but the tuned weights are an earlier job's (its artifact or a checkpoint folder),
+        loaded trainable: a continued job trains the same adapter further (worker/lineage.py)."""
+
     def save(self, model, output_dir: Path) -> None:
         """Write the artifact's weights and config into output_dir (safetensors only)."""
 

@@ -25,6 +25,11 @@ class Full:
             p.requires_grad_(True)
         return model
 
+    def resume(self, base_model, adapter_dir: Path, tuning, *, task: str):
+        # A full fine-tune is a new base: its weights are the model_dir, never an adapter to load.
+        raise MethodError("a full fine-tune continues from the earlier model's weights, not an adapter",
+                          param="model")
+
     def save(self, model, output_dir: Path) -> None:
         # transformers writes model.safetensors (sharded when large) and config.json.
         model.save_pretrained(str(output_dir))

@@ -85,15 +85,24 @@ class Lora:
     def build(self, model, tuning, *, task: str, modules_to_save: list[str] | None = None):
         return build_lora(model, tuning, task=task, modules_to_save=modules_to_save)
 
+    def resume(self, base_model, adapter_dir: Path, tuning, *, task: str):
+        return load_peft(base_model, adapter_dir, trainable=True)
+
     def save(self, model, output_dir: Path) -> None:
         model.save_pretrained(str(output_dir))
 
     def load(self, base_model, artifact_dir: Path | str):
-        from peft import PeftModel
+        return load_peft(base_model, artifact_dir)
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            return PeftModel.from_pretrained(base_model, str(artifact_dir))
+
+def load_peft(base_model, adapter_dir: Path | str, *, trainable: bool = False):
+    """A saved peft adapter (an artifact or a checkpoint folder) on ``base_model``; ``trainable``: its
+    weights train further (peft's is_trainable), as a continued job needs."""
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=trainable)
 
 
 def heads_to_save(model, *, task: str, modules_to_save: list[str] | None = None) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hubtune.spec import UNSUPPORTED_PEFT
 from worker.engine.methods.base import MethodError
-from worker.engine.methods.lora import Lora, auto_target_modules, heads_to_save, peft_task_type
+from worker.engine.methods.lora import auto_target_modules, heads_to_save, load_peft, peft_task_type
 
 # peft methods the trainer cannot run (the reasons live beside the API's list of tuning types), and
 # peft's own lora, which is hubtune's built-in method.
@@ -120,11 +120,14 @@ class PeftMethod:
         except (TypeError, ValueError, RuntimeError) as exc:
             raise MethodError(f"{self.name} cannot be applied to this model: {exc}", param="tuning.options") from exc
 
+    def resume(self, base_model, adapter_dir: Path, tuning, *, task: str):
+        return load_peft(base_model, adapter_dir, trainable=True)
+
     def save(self, model, output_dir: Path) -> None:
         model.save_pretrained(str(output_dir))
 
     def load(self, base_model, artifact_dir: Path | str):
-        return Lora().load(base_model, artifact_dir)
+        return load_peft(base_model, artifact_dir)
 
 
 def _ia3_modules(model, targets: list[str]) -> tuple[list[str], list[str]]:

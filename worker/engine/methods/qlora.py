@@ -11,13 +11,23 @@ import warnings
 from pathlib import Path
 
 from worker.engine.methods.base import MethodError
-from worker.engine.methods.lora import HEAD_NAMES, Lora, build_lora
+from worker.engine.methods.lora import HEAD_NAMES, build_lora, load_peft
 
 
 def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _for_kbit_training(model):
+    from peft import prepare_model_for_kbit_training
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
 
 
 class QLora:
@@ -52,18 +62,14 @@ class QLora:
         }
 
     def build(self, model, tuning, *, task: str, modules_to_save: list[str] | None = None):
-        from peft import prepare_model_for_kbit_training
+        return build_lora(_for_kbit_training(model), tuning, task=task, modules_to_save=modules_to_save)
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
-        return build_lora(model, tuning, task=task, modules_to_save=modules_to_save)
+    def resume(self, base_model, adapter_dir: Path, tuning, *, task: str):
+        return load_peft(_for_kbit_training(base_model), adapter_dir, trainable=True)
 
     def save(self, model, output_dir: Path) -> None:
         # The LoRA weights only (as lora): they apply to the full-precision base model as well.
         model.save_pretrained(str(output_dir))
 
     def load(self, base_model, artifact_dir: Path | str):
-        return Lora().load(base_model, artifact_dir)
+        return load_peft(base_model, artifact_dir)
