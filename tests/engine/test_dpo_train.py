@@ -10,7 +10,7 @@ import json
 import pytest
 
 from hubtune.spec import Training, Tuning
-from testkit.tiny_models import make_tiny_llama, write_preference_jsonl
+from testkit.tiny_models import make_tiny_llama, write_jsonl, write_preference_jsonl
 from worker.engine.plan import TrainPlan
 from worker.engine.trainer import train
 
@@ -107,3 +107,33 @@ def test_a_paused_dpo_run_resumes_from_its_checkpoint_on_the_same_curve(tmp_path
     assert [m["step"] for m in resumed.metrics if "train_loss" in m] == [3, 4, 5, 6]
     assert paused.losses() + resumed.losses() == pytest.approx(whole.losses(), abs=1e-5)
     assert (plan.output_dir / "adapter_model.safetensors").is_file()
+
+
+def test_dpo_after_sft_continues_the_parent_adapter_with_it_as_the_reference(tmp_path):
+    """A continued job (issue 18 §2, plan.init_adapter): the SFT adapter trains further with DPO; trl's
+    frozen copy of that adapter is the reference, and only the trained adapter is saved."""
+    model_dir = make_tiny_llama(tmp_path / "llama")
+    chats = write_jsonl(tmp_path / "chat.jsonl", [
+        {"messages": [{"role": "user", "content": f"which colour is {c}"}, {"role": "assistant", "content": f"{c} {c}"}]}
+        for c in ["red", "blue", "green", "yellow"] * 6])
+    sft = TrainPlan.in_folder(tmp_path / "sft", task="causal_lm", model_dir=model_dir, train_file=chats, seed=2,
+                              tuning=Tuning(type="lora", dropout=0.0),
+                              training=Training(learning_rate=1e-2, validation_split=0.0), n_epochs=2, batch_size=8)
+    parent = train(sft, RecordingHooks())
+    data = write_preference_jsonl(tmp_path / "pairs.jsonl", 48, seed=1)
+    plan = TrainPlan.in_folder(
+        tmp_path / "dpo", task="causal_lm", model_dir=model_dir, train_file=data, method="dpo", seed=2,
+        tuning=Tuning(type="lora", dropout=0.0), training=Training(max_seq_length=64, validation_split=0.25),
+        hyperparameters={"n_epochs": 2, "batch_size": 8, "learning_rate": 5e-3, "learning_rate_multiplier": 1.0,
+                         "beta": 0.1}, init_adapter=sft.output_dir)
+    hooks = RecordingHooks()
+    result = train(plan, hooks)
+    assert result.data["reference"] == "the starting adapter (a frozen copy)"
+    assert result.trainable_params == parent.trainable_params
+    baseline = next(message for stage, message, _ in hooks.evaluations if stage == "baseline")
+    assert "model it continues from" in baseline
+    # DPO's first step starts at the reference (loss log 2 = 0.693): the reference is the parent adapter.
+    assert abs(hooks.losses()[0] - 0.6931) < 0.01
+    config = json.loads((plan.output_dir / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and not (plan.output_dir / "ref").exists()
+    assert result.evaluation["tuned"]["preference_accuracy"] >= result.evaluation["base"]["preference_accuracy"]

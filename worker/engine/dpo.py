@@ -171,6 +171,9 @@ def train_dpo(plan: TrainPlan, hooks: Hooks) -> TrainResult:
         evaluation = _evaluation(split, base_metrics, tuned)
         report_evaluation(hooks, stage="final", data=evaluation, message=_evaluation_message(evaluation))
         mark("final_eval_s")
+        if "ref" in (getattr(model, "peft_config", None) or {}):
+            model.delete_adapter("ref")  # the reference copy is no part of the result: the artifact is one adapter
+            model.set_adapter("default")
         if trainer.is_world_process_zero():
             save_artifact(plan, model, tokenizer, file_examples, metrics, evaluation=evaluation,
                           world_size=world_size())
