@@ -4,7 +4,9 @@ The reference model is the base model:
 - lora / qlora: the same model with its adapter switched off (peft's disable_adapter). trl, given a peft
   model, would keep a copy of the fresh adapter as a second "ref" adapter; that copy equals the base here
   (a new LoRA adapter starts as a no-op), so it is deleted and trl falls back to switching the adapter off.
-  No second model is in memory.
+  No second model is in memory. A continued job (DPO after SFT: ``plan.init_adapter``) starts from an
+  adapter that already changes the model: trl's frozen copy of it is kept as the reference (the model
+  the run starts from, as DPO after SFT expects) and left out of the artifact.
 - full: every weight moves, so nothing can be switched off: a second, frozen copy of the base model is
   loaded (the memory estimator counts it: hubtune/estimator.py).
 
