@@ -147,8 +147,9 @@ def train_dpo(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     has_eval = plan.valid_file is not None or split["source"] == "held_out"
     args = training_arguments(
         plan, has_eval=has_eval, args_class=DPOConfig, beta=float(plan.hyperparameters.get("beta", DEFAULT_BETA)),
-        # trl turns gradient checkpointing on by default; hubtune's training.gradient_checkpointing decides.
-        max_length=max_len, gradient_checkpointing=plan.training.gradient_checkpointing,
+        # trl turns gradient checkpointing on by default; hubtune's training.gradient_checkpointing decides
+        # (under transformers' current name for it, which wins over trl's default).
+        max_length=max_len, activation_checkpointing=plan.training.gradient_checkpointing,
         precompute_ref_log_probs=False, label_names=[],
     )
     callback = PreferenceCallback(hooks, plan, trainable=trainable, total=total)
