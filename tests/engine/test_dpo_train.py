@@ -11,6 +11,7 @@ import pytest
 
 from hubtune.spec import Training, Tuning
 from testkit.tiny_models import make_tiny_llama, write_jsonl, write_preference_jsonl
+from worker.engine.methods import MethodError
 from worker.engine.plan import TrainPlan
 from worker.engine.trainer import train
 
@@ -137,3 +138,11 @@ def test_dpo_after_sft_continues_the_parent_adapter_with_it_as_the_reference(tmp
     config = json.loads((plan.output_dir / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and not (plan.output_dir / "ref").exists()
     assert result.evaluation["tuned"]["preference_accuracy"] >= result.evaluation["base"]["preference_accuracy"]
+
+
+def test_a_tuning_type_dpo_cannot_train_fails_naming_it(tmp_path):
+    plan = TrainPlan.in_folder(tmp_path, task="causal_lm", model_dir=tmp_path, train_file=tmp_path / "none.jsonl",
+                               method="dpo", tuning=Tuning(type="adapter"))
+    with pytest.raises(MethodError) as info:
+        train(plan, RecordingHooks())
+    assert info.value.param == "tuning.type" and "lora, qlora, full" in info.value.message

@@ -27,6 +27,7 @@ from typing import Any
 
 from transformers import PrinterCallback, set_seed
 
+from hubtune.spec import DPO_TUNING
 from worker.engine.artifact import save_artifact
 from worker.engine.callbacks import EarlyStopping, HooksCallback
 from worker.engine.data import CAUSAL_LM, DataError, Examples, check_method, check_validation, load_examples
@@ -34,7 +35,7 @@ from worker.engine.evaluate import SPLIT_KEYS, compact_split, split_for_evaluati
 from worker.engine.hf_trainer import training_arguments, world_size
 from worker.engine.holdout import reliability
 from worker.engine.loading import count_params, load_base_model, load_tokenizer, quiet
-from worker.engine.methods import get_method
+from worker.engine.methods import MethodError, get_method
 from worker.engine.pairs import text_pairs
 from worker.engine.plan import Hooks, TrainPlan, TrainResult, report_evaluation
 from worker.engine.preference_eval import PRIMARY_METRIC, preference_metrics
@@ -103,6 +104,9 @@ def train_dpo(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     from datasets import disable_progress_bars
     from trl import DPOConfig, DPOTrainer
 
+    if plan.tuning.type not in DPO_TUNING:  # e.g. a continued job whose parent used bottleneck adapters
+        raise MethodError(f"method type 'dpo' trains with tuning.type {', '.join(DPO_TUNING)}, "
+                          f"not {plan.tuning.type!r}")
     quiet()
     disable_progress_bars()  # trl maps the pairs with datasets: its bars would fill the worker's log
     started = time.monotonic()
