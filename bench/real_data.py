@@ -133,3 +133,33 @@ def train_test_rows(train_counts: dict[str, int], test_counts: dict[str, int], *
     rng.shuffle(train)
     rng.shuffle(test)
     return train, test
+
+
+# Unhelpful replies: the "non-preferred" side of the preference pairs below.
+UNHELPFUL_REPLIES = ("I don't know.", "No.", "I can't help with that.", "Ask someone else.", "Whatever.")
+
+
+def chatterbot_preference_pairs(n_train: int, n_test: int, *, seed: int = 0, max_chars: int = 160,
+                                ) -> tuple[list[dict], list[dict]]:
+    """(train, test) rows in OpenAI's preference format from chatterbot-corpus's real chats: the user's
+    question, the corpus's own answer preferred over a curt unhelpful reply. Questions are distinct, and
+    never in both lists; answers are 20 to ``max_chars`` characters (a small model's context)."""
+    rng = random.Random(seed)
+    seen, chats = set(), []
+    for topic, convs in sorted(chatterbot_conversations().items()):
+        if topic == "tech_support":  # a thousand near-identical support lines would crowd out the rest
+            continue
+        for conv in convs:
+            question, answer = conv[0].strip(), conv[1].strip()
+            if question.lower() in seen or not 20 <= len(answer) <= max_chars or len(question) > max_chars:
+                continue
+            seen.add(question.lower())
+            chats.append((question, answer))
+    rng.shuffle(chats)
+    if len(chats) < n_train + n_test:
+        raise MissingData(f"chatterbot-corpus has {len(chats)} usable chats, fewer than {n_train + n_test}")
+    rows = [{"input": {"messages": [{"role": "user", "content": q}]},
+             "preferred_output": [{"role": "assistant", "content": a}],
+             "non_preferred_output": [{"role": "assistant", "content": rng.choice(UNHELPFUL_REPLIES)}]}
+            for q, a in chats[:n_train + n_test]]
+    return rows[:n_train], rows[n_train:]

@@ -22,6 +22,12 @@ The parts, in bytes, as the worker trains (worker/engine/trainer.py loads the ba
 - ``overhead``: ``OVERHEAD_FRACTION`` of the four parts (allocator fragmentation, temporary buffers of
   kernels, the autocast weight copies) plus ``RUNTIME_BYTES`` (CUDA context or the Python/torch runtime).
 
+DPO (``method="dpo"``) feeds each pair's chosen and rejected replies as one batch of ``2 x batch_size``
+sequences, so its activations are those of twice the batch; the reference model's two forward passes
+run without gradients and hold one layer's activations at a time (added on top). With lora/qlora the
+reference is the base with the adapter switched off (no more weights); full fine-tuning keeps a frozen
+float32 copy of the base model, added to ``weights``.
+
 Parameter counts follow what transformers builds for ``AutoModelForSequenceClassification`` /
 ``AutoModelForCausalLM`` and what peft adds; tests/engine/test_estimator_vs_torch.py checks them
 against torch.
@@ -124,6 +130,7 @@ class MemoryEstimate(BaseModel):
     gradient_checkpointing: bool
     tuning_type: str
     task: str
+    method: str = "supervised"
 
     def parts(self) -> dict[str, int]:
         return {
@@ -136,7 +143,8 @@ class MemoryEstimate(BaseModel):
 
     def summary(self) -> str:
         return (
-            f"{format_bytes(self.total_bytes)} ({self.tuning_type}, {self.precision}, batch {self.batch_size} "
+            f"{format_bytes(self.total_bytes)} ({self.tuning_type}{', DPO' if self.method == 'dpo' else ''}, "
+            f"{self.precision}, batch {self.batch_size} "
             f"x {self.seq_len} tokens{', gradient checkpointing' if self.gradient_checkpointing else ''}: "
             f"weights {format_bytes(self.weights_bytes)}, gradients {format_bytes(self.gradients_bytes)}, "
             f"optimizer {format_bytes(self.optimizer_bytes)}, activations {format_bytes(self.activations_bytes)})"
@@ -331,8 +339,10 @@ def estimate(
     batch_size: int,
     seq_len: int,
     gradient_checkpointing: bool = False,
+    method: str = "supervised",
 ) -> MemoryEstimate:
-    """Bytes one training process needs for this model, method, precision, batch and sequence length."""
+    """Bytes one training process needs for this model, method, precision, batch and sequence length
+    (``method`` "dpo": see the module docstring)."""
     if precision not in PRECISIONS:
         raise EstimateError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}", param="training.bf16")
     if (precision == "4bit") != (tuning.type == "qlora"):
@@ -344,16 +354,30 @@ def estimate(
     weights = _weight_bytes(plan, precision)
     grads = 4 * plan.trainable
     optimizer = 2 * 4 * plan.trainable
-    acts = _activation_bytes(arch, plan, tuning, task=task, precision=precision, batch_size=batch_size,
-                             seq_len=seq_len, checkpointing=gradient_checkpointing)
+    dpo = method == "dpo"
+    acts = _activation_bytes(arch, plan, tuning, task=task, precision=precision,
+                             batch_size=2 * batch_size if dpo else batch_size, seq_len=seq_len,
+                             checkpointing=gradient_checkpointing)
+    if dpo:
+        acts += _reference_pass_bytes(arch, precision=precision, batch_size=batch_size, seq_len=seq_len)
+        if tuning.type == "full":
+            weights += 4 * plan.base  # the frozen reference copy (worker/engine/dpo.py)
     parts = weights + grads + optimizer + acts
     overhead = math.ceil(OVERHEAD_FRACTION * parts) + RUNTIME_BYTES
     return MemoryEstimate(
         weights_bytes=weights, gradients_bytes=grads, optimizer_bytes=optimizer, activations_bytes=acts,
         overhead_bytes=overhead, total_bytes=parts + overhead, params_total=plan.base + plan.added,
         params_trainable=plan.trainable, precision=precision, batch_size=batch_size, seq_len=seq_len,
-        gradient_checkpointing=gradient_checkpointing, tuning_type=tuning.type, task=task,
+        gradient_checkpointing=gradient_checkpointing, tuning_type=tuning.type, task=task, method=method,
     )
+
+
+def _reference_pass_bytes(arch: Architecture, *, precision: str, batch_size: int, seq_len: int) -> int:
+    """DPO's reference forward over chosen and rejected (no gradients): one layer's hidden states in
+    flight and its log-probabilities per token, beside what the policy's pass keeps."""
+    per_value = 4 if precision == "fp32" else 2
+    tokens = 2 * batch_size * seq_len
+    return tokens * (4 * arch.hidden + 2 * arch.intermediate) * per_value + tokens * 4
 
 
 def _weight_bytes(plan: Plan, precision: str) -> int:
@@ -441,4 +465,5 @@ def estimate_request(
         batch_size=batch_size or request_batch_size(request),
         seq_len=request.training.max_seq_length,
         gradient_checkpointing=request.training.gradient_checkpointing,
+        method=request.method_type,
     )

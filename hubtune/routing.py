@@ -9,6 +9,9 @@ Rules (prepare and the estimate endpoint apply the same ones):
   the estimate for GPU precision (bf16 autocast unless ``training.bf16`` is false; 4-bit for qlora) fits
   one of them; a CPU worker fits when ``n_gpus`` copies of the float32 estimate fit its share of RAM.
   qlora never fits a CPU worker (bitsandbytes 4-bit needs CUDA).
+- The estimate is the job's method's: a DPO job counts its chosen and rejected replies' activations, the
+  reference model's passes and, in full fine-tuning, the reference copy (hubtune.estimator), so it may
+  need a bigger queue than the same model's SFT job.
 - A queue fits when every live worker that serves it fits (any of them may take the job).
 - Among queues that fit: GPU-only queues before queues with CPU workers, then the smallest memory, then
   the name. The choice and why go into ``Route.reason``.

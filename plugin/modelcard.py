@@ -329,3 +329,31 @@ def searched_hyperparameters(hyperparameters: Mapping, search: Mapping | None) -
     if isinstance(search, Mapping) and search.get("ran") and isinstance(search.get("hyperparameters"), Mapping):
         out.update(search["hyperparameters"])
     return out
+
+
+# DPO's per-step metrics (worker/engine/dpo.py), as the card's table names them.
+DPO_METRICS = (("rewards_chosen", "reward of the preferred reply"), ("rewards_rejected", "reward of the other reply"),
+               ("rewards_margin", "reward margin"), ("preference_accuracy", "preference accuracy"))
+
+
+def dpo_section(*, hyperparameters: Mapping, evaluation: Mapping | None, curve: list[Mapping]) -> tuple[str, str]:
+    """The card's "Preference tuning (DPO)" part: beta and the reference model, the base and tuned models'
+    preference accuracy on the held-out pairs, and trl's rewards at the last training step and evaluation."""
+    lines = [f"Trained with DPO (trl's DPOTrainer) on preference pairs, beta = {hyperparameters.get('beta', 0.1)}. "
+             "The reference model is the base model.\n"]
+    if evaluation and isinstance(evaluation.get("base"), Mapping) and isinstance(evaluation.get("tuned"), Mapping):
+        base, tuned = evaluation["base"], evaluation["tuned"]
+        lines.append(f"On {tuned.get('pairs', '?')} held-out pairs, the share where the model gives the preferred "
+                     "reply the higher log-probability:\n")
+        lines.append(_table(("Model", "Preference accuracy", "Mean log-prob margin"), [
+            ("base model", base.get("preference_accuracy"), base.get("logprob_margin")),
+            ("fine-tuned", tuned.get("preference_accuracy"), tuned.get("logprob_margin")),
+        ]))
+    last = {split: next((p for p in reversed(curve) if f"{split}_rewards_margin" in p), None) for split in ("train", "valid")}
+    rows = [(label, *(last[s].get(f"{s}_{key}") if last[s] else None for s in ("train", "valid")))
+            for key, label in DPO_METRICS]
+    if any(v is not None for row in rows for v in row[1:]):
+        lines.append("\nAt the last logged training step and the last evaluation (rewards are beta times the "
+                     "log-probability ratio to the reference):\n")
+        lines.append(_table(("Metric", "Training", "Validation"), rows))
+    return "Preference tuning (DPO)", "\n".join(lines)

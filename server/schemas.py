@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 from hubtune.lifecycle import WARN
 from hubtune.lineage import CHECKPOINT_PREFIX, checkpoint_name
@@ -71,9 +71,34 @@ class Supervised(BaseModel):
     hyperparameters: Hyperparameters
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: float | Literal["auto"] = "auto"
+
+
+class Dpo(BaseModel):
+    hyperparameters: DpoHyperparameters
+
+
 class Method(BaseModel):
-    type: Literal["supervised"] = "supervised"
-    supervised: Supervised
+    """OpenAI's shape: the type, and the hyperparameters under that type's name (the other left out)."""
+
+    type: Literal["supervised", "dpo"] = "supervised"
+    supervised: Supervised | None = None
+    dpo: Dpo | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_other_types(self, handler):
+        # OpenAI's job object names only its own method's key: no "dpo": null on a supervised job.
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    @classmethod
+    def of(cls, spec: dict[str, Any], hyper: Hyperparameters, resolved: dict[str, Any]) -> Method:
+        method = spec.get("method") or {}
+        if method.get("type") != "dpo":
+            return cls(supervised=Supervised(hyperparameters=hyper))
+        requested = (method.get("dpo") or {}).get("hyperparameters") or {}
+        beta = resolved.get("beta", requested.get("beta", "auto"))
+        return cls(type="dpo", dpo=Dpo(hyperparameters=DpoHyperparameters(**hyper.model_dump(), beta=beta)))
 
 
 class JobPublic(BaseModel):
@@ -147,7 +172,7 @@ class JobPublic(BaseModel):
             metadata=spec.get("metadata"),
             # As OpenAI shows them: the type and its own settings, not the other types' empty slots.
             integrations=[{k: v for k, v in item.items() if v is not None} for item in spec.get("integrations") or []],
-            method=Method(supervised=Supervised(hyperparameters=hyper)),
+            method=Method.of(spec, hyper, job.hyperparameters or {}),
             suffix=job.suffix,
             user_provided_suffix=job.suffix,
             task=spec.get("task"),
@@ -178,8 +203,8 @@ def public_lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _requested_hyperparameters(spec: dict[str, Any]) -> dict[str, Any]:
     method = spec.get("method") or {}
-    supervised = method.get("supervised") or {}
-    return supervised.get("hyperparameters") or spec.get("hyperparameters") or {}
+    chosen = method.get(method.get("type") or "supervised") or {}
+    return chosen.get("hyperparameters") or spec.get("hyperparameters") or {}
 
 
 def _hyperparameters(job: Job, spec: dict[str, Any]) -> dict[str, Any]:

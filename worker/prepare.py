@@ -99,11 +99,11 @@ def _live_files(session, job: Job) -> dict[str, tuple[str, bool]]:
 def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path | None]], hub,
              settings: Settings, *, lineage: dict[str, Any] | None = None,
              storage: Storage | None = None) -> dict[str, Any]:
-    from worker.engine.data import check_validation, load_examples
+    from worker.engine.data import check_method, check_validation, load_examples
     from worker.engine.data_report import data_report
     from worker.engine.evaluate import split_record
     from worker.engine.verdict import split_warnings
-    from worker.engine.hparams import model_parameters, resolve_hyperparameters
+    from worker.engine.hparams import model_parameters, resolve_dpo_hyperparameters, resolve_hyperparameters
     from worker.engine.options import check_training_options
     from worker.engine.tokenizers import cached_tokenizer
 
@@ -113,8 +113,10 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
     if lineage is not None:  # the parent's tuning and task (worker/lineage.py)
         request = continued_request(request, lineage)
     train = load_examples(files["training_file"][1], task=request.task, param="training_file")
+    check_method(train, method=request.method_type, param="training_file")
     if "validation_file" in files:
         valid = load_examples(files["validation_file"][1], task=train.task, param="validation_file")
+        check_method(valid, method=request.method_type, param="validation_file")
         check_validation(train, valid)
     model_dir, revision, lineage = _start_model(request, lineage, hub, storage, settings)
     if lineage is not None:
@@ -133,6 +135,8 @@ def _prepare(job_id: str, request: JobRequest, files: dict[str, tuple[str, Path 
         requested=request.effective_hyperparameters(), training=request.training,
         n_params=model_parameters(model_dir, task=train.task),
     )
+    if request.method_type == "dpo":
+        hyper = resolve_dpo_hyperparameters(hyper, request.effective_hyperparameters(), request.training)
     spec = request.model_dump(mode="json")
     spec["task"] = train.task
     return {

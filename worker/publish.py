@@ -27,7 +27,7 @@ from hubtune.spec import JobRequest
 from hubtune.step_events import SERIES_TYPES
 from hubtune.storage import StorageUnavailable, open_storage
 from plugin import Hub, parse_dataset_ref, read_card_metadata, render_model_card, split_model_ref
-from plugin.modelcard import learning_rate_search_section, searched_hyperparameters
+from plugin.modelcard import dpo_section, learning_rate_search_section, searched_hyperparameters
 from plugin.errors import HubAuthError, HubError, RepoNotFound
 from worker.disk import disk_full, short_of_space
 from worker.failures import job_error
@@ -281,6 +281,10 @@ def _sections(job: dict[str, Any], request: JobRequest) -> list[tuple[str, str]]
         lines = [f"- `{param}`: `{r['repo_id']}` file `{r['path']}` at commit `{r['commit']}`"
                  for param, r in job["dataset_revisions"].items()]
         sections.append(("Training data", "\n".join(lines) + "\n"))
+    if request.method_type == "dpo":
+        evaluation = job["result"].get("evaluation")
+        sections.append(dpo_section(hyperparameters=job["hyperparameters"] or {}, curve=job["curve"],
+                                    evaluation=evaluation if isinstance(evaluation, dict) else None))
     search = learning_rate_search_section(job["result"].get("search"))
     if search:
         sections.append(search)

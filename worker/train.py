@@ -130,6 +130,7 @@ def _train_and_hand_over(job_id: str, lease: Lease, settings: Settings) -> None:
         output_dir=staging, checkpoints_dir=storage.checkpoints_dir(job_id, lease.token), seed=seed,
         tuning=request.tuning, training=request.training, hyperparameters=hyper, resume_from=resume_from,
         trust_remote_code=bool(repo_id) and settings.trusts_remote_code(repo_id), init_adapter=init_adapter,
+        method=request.method_type,
     )
     hooks = tracked(JobHooks(lease, plan, storage), job_id=job_id, request=request, hyperparameters=hyper,
                     seed=seed, lease=lease, artifact_dir=staging, settings=settings)

@@ -32,6 +32,10 @@ class HooksCallback(TrainerCallback):
         self.latest: dict[str, Any] = {}
         self.held: dict[str, Any] | None = None  # the last logged step's train metrics, not yet sent
 
+    def extra_metrics(self, logs: dict, *, evaluated: bool) -> dict:
+        """Method-specific metrics of a logged step (DPO's rewards: worker.engine.dpo); none by default."""
+        return {}
+
     def _base(self, state) -> dict:
         return {
             "step": state.global_step,
@@ -66,6 +70,7 @@ class HooksCallback(TrainerCallback):
             metrics["learning_rate"] = float(logs["learning_rate"])
         if "grad_norm" in logs and logs["grad_norm"] is not None:
             metrics["grad_norm"] = float(logs["grad_norm"])
+        metrics.update(self.extra_metrics(logs, evaluated=False))
         self.latest.update(train_loss=metrics["train_loss"], train_loss_step=state.global_step)
         self.held = metrics  # an evaluation of this step (eval_steps, epoch end) may follow
 
@@ -77,6 +82,7 @@ class HooksCallback(TrainerCallback):
         metrics["valid_loss"] = float(logs["eval_loss"])
         if "eval_accuracy" in logs:
             metrics["valid_accuracy"] = float(logs["eval_accuracy"])
+        metrics.update(self.extra_metrics(logs, evaluated=True))
         self.latest.update({k: v for k, v in metrics.items() if k.startswith("valid_")}, valid_step=state.global_step)
         self.hooks.on_metrics(metrics)
 

@@ -5,6 +5,8 @@ Formats, told apart by their columns (all lines of a file share one format; othe
 - ``classification``: ``{"text": str, "label": str | int}``          -> task ``sequence_classification``
 - ``chat``:           ``{"messages": [{"role", "content"}, ...]}``   -> task ``causal_lm``
 - ``completion``:     ``{"prompt": str, "completion": str}``         -> task ``causal_lm``
+- ``preference``:     OpenAI's DPO rows ``{"input": {"messages": [...]}, "preferred_output": [{"role":
+  "assistant", "content"}], "non_preferred_output": [...]}`` -> task ``causal_lm`` (method ``dpo``)
 
 Chat messages have a role in system/user/assistant and string content; at least one assistant
 message must be trained. An assistant message may carry ``"weight": 0`` (OpenAI's convention) to be
@@ -38,6 +40,7 @@ from worker.engine.label_spellings import LabelSpellings
 CLASSIFICATION = "classification"
 CHAT = "chat"
 COMPLETION = "completion"
+PREFERENCE = "preference"
 
 SEQUENCE_CLASSIFICATION = "sequence_classification"
 CAUSAL_LM = "causal_lm"
@@ -46,8 +49,10 @@ FORMAT_COLUMNS = {
     CLASSIFICATION: ("text", "label"),
     CHAT: ("messages",),
     COMPLETION: ("prompt", "completion"),
+    PREFERENCE: ("input", "preferred_output", "non_preferred_output"),
 }
-FORMAT_TASKS = {CLASSIFICATION: SEQUENCE_CLASSIFICATION, CHAT: CAUSAL_LM, COMPLETION: CAUSAL_LM}
+FORMAT_TASKS = {CLASSIFICATION: SEQUENCE_CLASSIFICATION, CHAT: CAUSAL_LM, COMPLETION: CAUSAL_LM,
+                PREFERENCE: CAUSAL_LM}
 ROLES = ("system", "user", "assistant")
 
 # data_report warns below these sizes.
@@ -104,6 +109,8 @@ def _type_name(value: Any) -> str:
 
 
 def _detect_format(obj: dict) -> str | None:
+    if any(column in obj for column in FORMAT_COLUMNS[PREFERENCE]):
+        return PREFERENCE
     if "messages" in obj:
         return CHAT
     if "prompt" in obj or "completion" in obj:
@@ -206,6 +213,53 @@ class _Reader:
         return {"messages": clean}
 
 
+    def preference(self, obj: dict, line: int) -> dict:
+        """OpenAI's preference row; the conversation must end with a user turn (the reply is what's compared)."""
+        prompt = obj["input"]
+        if not isinstance(prompt, dict) or "messages" not in prompt:
+            raise self.fail("invalid_messages", "input must be an object with 'messages', "
+                            f"got {_type_name(prompt) if not isinstance(prompt, dict) else 'no messages'}", line)
+        messages = prompt["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise self.fail("invalid_messages", "input.messages must be a non-empty list", line)
+        clean = [self._message(m, f"input.messages[{i}]", line) for i, m in enumerate(messages)]
+        if clean[-1]["role"] != "user":
+            raise self.fail("invalid_messages", "input.messages must end with a user message, "
+                            f"got {clean[-1]['role']!r}", line)
+        out = {"input": clean}
+        for column in ("preferred_output", "non_preferred_output"):
+            reply = obj[column]
+            if not isinstance(reply, list) or len(reply) != 1:
+                got = f"{len(reply)} messages" if isinstance(reply, list) else _type_name(reply)
+                raise self.fail("invalid_messages", f"{column} must be a list of one assistant message, got {got}",
+                                line)
+            message = self._message(reply[0], f"{column}[0]", line)
+            if message["role"] != "assistant":
+                raise self.fail("invalid_messages", f"{column}[0].role must be 'assistant', got "
+                                f"{message['role']!r}", line)
+            if not message["content"].strip():
+                raise self.fail("invalid_messages", f"{column}[0].content must not be empty", line)
+            out[column] = message["content"]
+        if out["preferred_output"] == out["non_preferred_output"]:
+            raise self.fail("invalid_messages", "preferred_output and non_preferred_output are the same reply; "
+                            "a preference pair needs two different replies", line)
+        return out
+
+    def _message(self, message: Any, where: str, line: int) -> dict:
+        if not isinstance(message, dict):
+            raise self.fail("invalid_messages", f"{where} must be an object, got {_type_name(message)}", line)
+        for key in ("role", "content"):
+            if key not in message:
+                raise self.fail("invalid_messages", f"{where} has no {key!r}", line)
+        if message["role"] not in ROLES:
+            raise self.fail("invalid_messages", f"{where}.role must be one of {', '.join(ROLES)}, "
+                            f"got {message['role']!r}", line)
+        if not isinstance(message["content"], str):
+            raise self.fail("invalid_messages", f"{where}.content must be a string, got "
+                            f"{_type_name(message['content'])}", line)
+        return {"role": message["role"], "content": message["content"]}
+
+
 def load_examples(path: Path, *, task: str | None, param: str) -> Examples:
     """Read and validate a JSONL data file. ``task`` None infers it from the format.
 
@@ -245,7 +299,8 @@ def load_examples(path: Path, *, task: str | None, param: str) -> Examples:
             raise reader.fail(
                 "invalid_file_format",
                 "unrecognised columns "
-                f"({keys}); expected text+label, messages, or prompt+completion",
+                f"({keys}); expected text+label, messages, prompt+completion, or "
+                "input+preferred_output+non_preferred_output",
                 number,
             )
         if fmt is None:
@@ -353,3 +408,18 @@ def check_validation(train: Examples, valid: Examples, *, param: str = "validati
             raise DataError(
                 f"line {line}: {message}" if line else message, code="invalid_label", param=param, line=line
             )
+
+
+def check_method(examples: Examples, *, method: str, param: str) -> None:
+    """Preference pairs train with method ``dpo`` and nothing else does: a mismatch names what to change."""
+    if method == "dpo" and examples.format != PREFERENCE:
+        raise DataError(
+            f"method type 'dpo' trains on preference pairs ({_describe(PREFERENCE)}), but the {param} is "
+            f"{_describe(examples.format)}",
+            code="invalid_file_format", param=param,
+        )
+    if method != "dpo" and examples.format == PREFERENCE:
+        raise DataError(
+            f"the {param} holds preference pairs, which train with method type 'dpo', not {method!r}",
+            code="invalid_file_format", param="method",
+        )

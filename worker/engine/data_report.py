@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from worker.engine.data import CLASSIFICATION, MIN_EXAMPLES, MIN_EXAMPLES_PER_CLASS, Examples
+from worker.engine.data import CLASSIFICATION, MIN_EXAMPLES, MIN_EXAMPLES_PER_CLASS, PREFERENCE, Examples
 from worker.engine.datasets import encode_example
+from worker.engine.pairs import pair_token_counts
 
 
 def data_report(examples: Examples, *, tokenizer, max_seq_length: int) -> dict:
@@ -26,7 +27,8 @@ def data_report(examples: Examples, *, tokenizer, max_seq_length: int) -> dict:
         "task": examples.task,
         "format": examples.format,
         "examples": len(examples.rows),
-        **_token_counts(examples, tokenizer=tokenizer, max_seq_length=max_seq_length),
+        **(pair_token_counts(tokenizer, examples, max_seq_length=max_seq_length) if examples.format == PREFERENCE
+           else _token_counts(examples, tokenizer=tokenizer, max_seq_length=max_seq_length)),
     }
     warnings: list[str] = list(examples.notes)
     if len(examples.rows) < MIN_EXAMPLES:

@@ -26,8 +26,10 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def training_arguments(plan: TrainPlan, *, has_eval: bool):
-    """Every ``training`` field, mapped onto TrainingArguments (intervals in optimizer steps)."""
+def training_arguments(plan: TrainPlan, *, has_eval: bool, args_class=None, **overrides):
+    """Every ``training`` field, mapped onto TrainingArguments (intervals in optimizer steps).
+    ``args_class`` (a TrainingArguments subclass such as trl's DPOConfig) and ``overrides`` are for
+    trainers that need more settings than these."""
     hp, training = plan.hyperparameters, plan.training
     save_strategy = "steps" if training.save_steps else "epoch"
     eval_every = training.eval_steps or training.save_steps
@@ -40,7 +42,7 @@ def training_arguments(plan: TrainPlan, *, has_eval: bool):
     if training.gradient_checkpointing:
         extra["activation_checkpointing"] = True
         extra["activation_checkpointing_kwargs"] = {"use_reentrant": False}
-    return TrainingArguments(
+    kwargs = dict(
         output_dir=str(plan.checkpoints_dir),
         num_train_epochs=hp["n_epochs"],
         max_steps=training.max_steps or -1,
@@ -70,6 +72,8 @@ def training_arguments(plan: TrainPlan, *, has_eval: bool):
         bf16=resolve_bf16(training.bf16),
         **extra,
     )
+    kwargs.update(overrides)
+    return (args_class or TrainingArguments)(**kwargs)
 
 
 def accuracy(eval_pred) -> dict:

@@ -40,6 +40,9 @@ class TrainPlan:
     init_adapter: Path | None = None
     # Overrides of the learning-rate search's factors, min_rung_steps, budget_fraction (tests, benches).
     search_options: dict = field(default_factory=dict)
+    # OpenAI's method.type: "supervised" (transformers' Trainer) or "dpo" (trl, worker.engine.dpo; its
+    # beta is in hyperparameters).
+    method: str = "supervised"
 
     @classmethod
     def in_folder(

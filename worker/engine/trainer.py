@@ -126,6 +126,10 @@ class _Run:
 
 def train_local(plan: TrainPlan, hooks: Hooks) -> TrainResult:
     """Train ``plan`` in this process (one rank of a distributed run, or the whole run)."""
+    if plan.method == "dpo":  # preference pairs: trl's DPOTrainer, its own phases
+        from worker.engine.dpo import train_dpo
+
+        return train_dpo(plan, hooks)
     quiet()
     started = time.monotonic()
     run = _load(plan, hooks, _PhaseClock())

@@ -312,18 +312,22 @@ async function newPoints(jobId, known) {
   return fresh;
 }
 
+// DPO's rewards and preference accuracy (worker/engine/dpo.py), on training steps and evaluations.
+const PREFERENCE_KEY = /^(train|valid)_(rewards_|preference_accuracy)/;
+
 function curves(points) {
-  const train = [], evalLoss = [], other = {};
+  const train = [], evalLoss = [], other = {}, preference = {};
   for (const p of points) {
     const d = p.data || {}, step = Number(d.step || 0);
     if (typeof d.train_loss === "number") train.push([step, d.train_loss]);
     for (const [k, v] of Object.entries(d)) {
+      if (typeof v === "number" && PREFERENCE_KEY.test(k)) { (preference[k] = preference[k] || []).push([step, v]); continue; }
       if (typeof v !== "number" || !/^(valid|eval)_/.test(k) || /runtime|per_second/.test(k)) continue;
       if (/_loss$/.test(k)) evalLoss.push([step, v]);
       else (other[k] = other[k] || []).push([step, v]);
     }
   }
-  return { train, evalLoss, other };
+  return { train, evalLoss, other, preference };
 }
 
 // The first value under a key matching `re`, searching nested objects.
@@ -539,7 +543,8 @@ function jobView(jobId) {
     charts.replaceChildren(...[h("h2", { text: "Loss" }), charts_legend(series), window.charts.lineChart(series, { id: "loss-chart", width }),
       otherNames.length ? h("h2", { text: "Evaluation" }) : null,
       otherNames.length ? charts_legend(otherNames.map((n) => ({ name: n }))) : null,
-      otherNames.length ? window.charts.lineChart(otherNames.slice(0, 3).map((n) => ({ name: n, points: c.other[n] })), { id: "eval-chart", height: 200, width }) : null].filter(Boolean));
+      otherNames.length ? window.charts.lineChart(otherNames.slice(0, 3).map((n) => ({ name: n, points: c.other[n] })), { id: "eval-chart", height: 200, width }) : null,
+      ...preferenceCharts(c.preference, width)].filter(Boolean));
     const stick = log.scrollTop === 0;
     log.replaceChildren(...newest.slice(0, 500).map((e) => h("div", { class: `lvl-${e.level} ${e.type}` },
       `${new Date(e.created_at * 1000).toLocaleTimeString()}  ${e.message}${metricsText(e)}`)));
@@ -556,6 +561,21 @@ function jobView(jobId) {
     lastStatus = job.status;
   };
   return poll(refresh);
+}
+
+// Two charts for a DPO job: the rewards (chosen, rejected, margin) and the preference accuracy, each
+// on training steps and evaluations. Nothing for other jobs.
+function preferenceCharts(preference, width) {
+  const names = Object.keys(preference).sort();
+  if (!names.length) return [];
+  const rewards = names.filter((n) => /_rewards_/.test(n)), accuracy = names.filter((n) => /preference_accuracy/.test(n));
+  const out = [h("h2", { text: "Preference (DPO)" })];
+  for (const [group, id] of [[rewards, "rewards-chart"], [accuracy, "preference-chart"]]) {
+    if (!group.length) continue;
+    out.push(charts_legend(group.map((n) => ({ name: n }))),
+      window.charts.lineChart(group.slice(0, 6).map((n) => ({ name: n, points: preference[n] })), { id, height: 200, width }));
+  }
+  return out;
 }
 
 function metricsText(e) {
