@@ -17,7 +17,7 @@ from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from testkit.hubserver import HubServer
 from testkit.services import postgres_database, redis_url
 from testkit.stack import Stack, wait_for
-from testkit.tiny_models import make_tiny_llama, write_chat_jsonl
+from testkit.tiny_models import make_tiny_llama, write_chat_jsonl, write_preference_jsonl
 
 pytestmark = pytest.mark.e2e
 HUB_TOKEN = "continue-e2e-token"
@@ -143,3 +143,30 @@ def test_another_owners_job_and_checkpoints_are_not_found(env, parent, form):
         mallory.fine_tuning.jobs.create(model=model, training_file=file_id)
     assert refused.value.body["code"] == "model_not_found" and refused.value.body["param"] == "model"
     assert parent["job"]["id"] not in refused.value.body["message"] or form == "job_id"
+
+
+def test_an_sft_job_then_a_dpo_job_from_its_result(env, parent):
+    """The common chain: the SFT job's fine_tuned_model as `model` of a DPO job in OpenAI's shape. DPO
+    trains the SFT adapter further, and its reference is that adapter (trl's frozen copy), so its first
+    step's loss is log 2: policy and reference agree before any update."""
+    client = _client(env)
+    pairs = write_preference_jsonl(env["root"] / "pairs.jsonl", 48, seed=1)
+    file_id = client.files.create(file=pairs.open("rb"), purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(
+        model=parent["job"]["fine_tuned_model"], training_file=file_id, seed=3,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "n_epochs": 1, "batch_size": 8}}},
+        extra_body={"training": {"learning_rate": 0.005, "max_seq_length": 64, "validation_split": 0.25},
+                    "hub": {"repo_id": "alice/chat-dpo"}},
+    )
+    done = wait_for(env["stack"].client(env["keys"]["alice"]), job.id, stack=env["stack"])
+    assert done["status"] == "succeeded", (done["error"], env["stack"].logs())
+    assert done["method"]["type"] == "dpo" and done["method"]["dpo"]["hyperparameters"]["beta"] == 0.1
+    assert done["lineage"]["parent"]["job_id"] == parent["job"]["id"] and done["tuning"]["type"] == "lora"
+    messages = " ".join(e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data)
+    assert "Continuing the lora adapter of " in messages
+    assert abs(_losses(env, job.id)[0] - 0.6931) < 0.01, _losses(env, job.id)
+    repo_id = done["fine_tuned_model"].split("@")[0]
+    config = json.loads(_hub_file(env, repo_id, "adapter_config.json").read_text())
+    assert (config["base_model_name_or_path"], config["revision"]) == ("tiny/llama", parent["job"]["model_revision"])
+    card = _hub_file(env, repo_id, "README.md").read_text()
+    assert "## Lineage" in card and parent["job"]["id"] in card
