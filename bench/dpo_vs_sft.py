@@ -7,7 +7,9 @@ with the same preferred replies. Same steps, batch, sequence length, learning ra
 fresh process of its own, so that its peak memory is its own: the peak RSS on CPU, the peak allocated
 CUDA memory on a GPU. Beside them, hubtune's memory estimate (hubtune/estimator.py) for each.
 
-    python bench/dpo_vs_sft.py [--pairs 32] [--batch-size 4] [--epochs 1] [--max-seq-length 128]
+    python bench/dpo_vs_sft.py [--pairs 32] [--batch-size 4] [--epochs 1] [--max-seq-length 128] [--tuning full]
+
+``--tuning full`` compares full fine-tuning instead, where DPO's reference is a frozen copy of the model.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def run_one(method: str, args) -> dict:
     data.write_text("".join(json.dumps(r) + "\n" for r in _rows(method, args.pairs)))
     plan = TrainPlan.in_folder(
         root, task="causal_lm", model_dir=smollm2_dir(), train_file=data, method=method, seed=3,
-        tuning=Tuning(type="lora"), training=Training(max_seq_length=args.max_seq_length, validation_split=0.0),
+        tuning=Tuning(type=args.tuning), training=Training(max_seq_length=args.max_seq_length, validation_split=0.0),
         hyperparameters={"n_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": LEARNING_RATE,
                          "learning_rate_multiplier": 1.0, "beta": 0.1},
     )
@@ -75,7 +77,7 @@ def _estimate(method: str, args) -> int:
     from hubtune.estimator import estimate_request
     from hubtune.spec import JobRequest
 
-    request = JobRequest(model="m", training_file="f", method={"type": method}, tuning={"type": "lora"},
+    request = JobRequest(model="m", training_file="f", method={"type": method}, tuning={"type": args.tuning},
                          training={"max_seq_length": args.max_seq_length},
                          hyperparameters={"batch_size": args.batch_size})
     config = json.loads((smollm2_dir() / "config.json").read_text())
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--tuning", choices=("lora", "full"), default="lora")
     p.add_argument("--one", choices=("supervised", "dpo"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
@@ -98,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     for method in ("supervised", "dpo"):
         out = subprocess.run([sys.executable, __file__, "--one", method, "--pairs", str(args.pairs),
                               "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-                              "--max-seq-length", str(args.max_seq_length)],
+                              "--max-seq-length", str(args.max_seq_length), "--tuning", args.tuning],
                              capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["estimate_bytes"] = _estimate(method, args)
         rows.append(row)
-    print(f"SmolLM2-135M-Instruct, LoRA r=8, {args.pairs} chats/pairs, batch {args.batch_size}, "
+    tuning = "LoRA r=8" if args.tuning == "lora" else "full fine-tuning"
+    print(f"SmolLM2-135M-Instruct, {tuning}, {args.pairs} chats/pairs, batch {args.batch_size}, "
           f"{args.epochs} epoch(s), max_seq_length {args.max_seq_length}, {platform.processor() or platform.machine()}")
     print(f"{'method':<11}{'steps':>6}{'s/step':>9}{'train s':>9}{'job s':>8}{'peak MiB':>10}{'estimate MiB':>14}")
     for r in rows:

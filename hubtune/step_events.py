@@ -22,6 +22,11 @@ _LABELS = (
     ("train_loss", "training loss"),
     ("valid_loss", "validation loss"),
     ("valid_accuracy", "validation accuracy"),
+    # DPO (worker/engine/dpo.py): how often the preferred reply wins, and by how much (trl's rewards).
+    ("train_preference_accuracy", "preference accuracy"),
+    ("train_rewards_margin", "reward margin"),
+    ("valid_preference_accuracy", "validation preference accuracy"),
+    ("valid_rewards_margin", "validation reward margin"),
 )
 
 
