@@ -6,30 +6,18 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from hubtune import settings as settings_module
-from hubtune.db import engine_for, session_scope
-from hubtune.lifecycle import Status, claim, transition
-from hubtune.migrate import upgrade
+from hubtune.db import session_scope
+from hubtune.lifecycle import Status, transition
 from hubtune.models import Job, JobEvent
 from worker import hooks as hooks_module
+from testkit.leases import claimed_lease
 from worker.hooks import JobHooks
-from worker.lease import Lease
 
 
 @pytest.fixture
 def running_job(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'hooks.db'}"
-    upgrade(url)
-    monkeypatch.setenv("HUBTUNE_DATABASE_URL", url)
-    settings_module.get_settings.cache_clear()
-    with session_scope() as s:
-        s.add(Job(id="ftjob-batch", owner="o", status=Status.QUEUED.value, model="m", training_file="f", seed=1,
-                  queue="train", spec={}, attempts=0, max_attempts=3, lease_token=0))
-    with session_scope() as s:
-        token = claim(s, "ftjob-batch", owner="w", lease_seconds=60)
-    yield Lease("ftjob-batch", token, lease_seconds=60, heartbeat_seconds=30)
-    engine_for(url).dispose()
-    settings_module.get_settings.cache_clear()
+    with claimed_lease(tmp_path, monkeypatch, "ftjob-batch") as lease:
+        yield lease
 
 
 def _metric_events() -> list[JobEvent]:

@@ -9,34 +9,21 @@ import socket
 import pytest
 from sqlalchemy import select
 
-from hubtune import settings as settings_module
-from hubtune.db import engine_for, session_scope
+from hubtune.db import session_scope
 from hubtune.errors import JobError
-from hubtune.lifecycle import Status, claim
-from hubtune.migrate import upgrade
-from hubtune.models import Job, JobEvent
+from hubtune.models import JobEvent
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
 from testkit.services import free_port
+from testkit.leases import claimed_lease
 from worker.hooks import JobHooks
-from worker.lease import Lease
 from worker.tracking import tracked
 
 
 @pytest.fixture
 def lease(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'tracking.db'}"
-    upgrade(url)
-    monkeypatch.setenv("HUBTUNE_DATABASE_URL", url)
-    settings_module.get_settings.cache_clear()
-    with session_scope() as s:
-        s.add(Job(id="ftjob-track", owner="o", status=Status.QUEUED.value, model="m", training_file="f", seed=1,
-                  queue="train", spec={}, attempts=0, max_attempts=3, lease_token=0))
-    with session_scope() as s:
-        token = claim(s, "ftjob-track", owner="w", lease_seconds=60)
-    yield Lease("ftjob-track", token, lease_seconds=60, heartbeat_seconds=30)
-    engine_for(url).dispose()
-    settings_module.get_settings.cache_clear()
+    with claimed_lease(tmp_path, monkeypatch, "ftjob-track") as lease:
+        yield lease
 
 
 def _request(*integrations) -> JobRequest:

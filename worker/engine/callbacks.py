@@ -6,6 +6,7 @@ which train() reads after ``trainer.train()`` returns.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,17 @@ class HooksCallback(TrainerCallback):
             control.should_log = True
             if self.plan.checkpoint_on_stop:
                 control.should_save = True
+
+
+def train_loss_metrics(callback: HooksCallback, output) -> dict:
+    """The last logged train loss and the mean over the run (trainer.train()'s output), when finite."""
+    metrics: dict = {}
+    if "train_loss" in callback.latest:
+        metrics["train_loss"] = callback.latest["train_loss"]
+    if output.training_loss is not None and math.isfinite(output.training_loss):
+        metrics["train_loss_mean"] = float(output.training_loss)
+        metrics.setdefault("train_loss", float(output.training_loss))
+    return metrics
 
 
 class EarlyStopping(TrainerCallback):

@@ -21,7 +21,6 @@ baseline and the final evaluation are the engine's own log-probability compariso
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ from transformers import PrinterCallback, set_seed
 
 from hubtune.spec import DPO_TUNING
 from worker.engine.artifact import save_artifact
-from worker.engine.callbacks import EarlyStopping, HooksCallback
+from worker.engine.callbacks import EarlyStopping, HooksCallback, train_loss_metrics
 from worker.engine.data import CAUSAL_LM, DataError, Examples, check_method, check_validation, load_examples
 from worker.engine.evaluate import SPLIT_KEYS, compact_split, split_for_evaluation
 from worker.engine.hf_trainer import training_arguments, world_size
@@ -208,12 +207,7 @@ def _clock(timings: dict[str, float]):
 
 
 def _final_metrics(trainer, callback: HooksCallback, output, *, evaluate: bool) -> dict[str, Any]:
-    metrics: dict[str, Any] = {}
-    if "train_loss" in callback.latest:
-        metrics["train_loss"] = callback.latest["train_loss"]
-    if output.training_loss is not None and math.isfinite(output.training_loss):
-        metrics["train_loss_mean"] = float(output.training_loss)
-        metrics.setdefault("train_loss", float(output.training_loss))
+    metrics: dict[str, Any] = train_loss_metrics(callback, output)
     if evaluate:
         if callback.latest.get("valid_step") != trainer.state.global_step:
             trainer.evaluate()  # logs through on_log: the hooks and callback.latest see it

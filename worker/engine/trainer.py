@@ -14,7 +14,6 @@ them from here (published model cards import ``load_for_inference`` from this mo
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from transformers import PrinterCallback, set_seed
 
 from worker.engine.artifact import TRAINING_INFO_FILE, load_for_inference, save_artifact  # noqa: F401
-from worker.engine.callbacks import EarlyStopping, HooksCallback
+from worker.engine.callbacks import EarlyStopping, HooksCallback, train_loss_metrics
 from worker.engine.completions import SampleRun
 from worker.engine.data import SEQUENCE_CLASSIFICATION, DataError, Examples, check_validation, load_examples
 from worker.engine.datasets import PadCollator, build_dataset
@@ -276,12 +275,7 @@ def _make_trainer(run: _Run, *, collator, weights) -> tuple[EngineTrainer, Hooks
 
 def _final_metrics(run: _Run, trainer, callback: HooksCallback, output, *, stopped: bool) -> dict[str, Any]:
     """The last train loss, the mean over the run, and the validation metrics at the last step."""
-    metrics: dict[str, Any] = {}
-    if "train_loss" in callback.latest:
-        metrics["train_loss"] = callback.latest["train_loss"]
-    if output.training_loss is not None and math.isfinite(output.training_loss):
-        metrics["train_loss_mean"] = float(output.training_loss)
-        metrics.setdefault("train_loss", float(output.training_loss))
+    metrics: dict[str, Any] = train_loss_metrics(callback, output)
     if run.eval_ds is not None and not stopped:
         if callback.latest.get("valid_step") == trainer.state.global_step:
             evaluated = {k: v for k, v in callback.latest.items() if k in ("valid_loss", "valid_accuracy")}
