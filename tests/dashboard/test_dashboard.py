@@ -189,7 +189,11 @@ def _finished_job(env) -> str:
                                                                        "shipping": 40}}, "tokens": 5120},
                   fine_tuned_model="alice/all-MiniLM-L6-v2-tickets@0123456789abcdef0123456789abcdef01234567",
                   attempts=1, max_attempts=3, lease_token=1, created_at=now() - 120, updated_at=now(),
-                  started_at=now() - 110, finished_at=now() - 5, trained_tokens=15_360))
+                  started_at=now() - 110, finished_at=now() - 5, trained_tokens=15_360,
+                  lineage={"parent": {"type": "checkpoint", "job_id": "ftjob-parent1", "checkpoint_id": "ftckpt-7",
+                                      "step": 20, "ref": "/kept/checkpoint-20"},
+                           "kind": "adapter", "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+                           "base_revision": "a" * 40, "ancestors": []}))
         s.flush()
         s.add(JobEvent(job_id=job_id, type="metrics", message="Step 30/30: training loss=0.2034",
                        data={"step": 30, "total_steps": 30, "train_loss": 0.2034}))
@@ -235,6 +239,9 @@ def _finished_job_page(env) -> None:
                 assert key in text, (card_id, key, text)
             assert "{" not in text and '":' not in text, (card_id, text)
         assert "0.2034" in page.inner_text("#result")
+        # A continued job names what it continued (hubtune/lineage.py).
+        assert "ftckpt-7 (step 20 of ftjob-parent1), its adapter on sentence-transformers/all-MiniLM-L6-v2" in \
+            page.inner_text("#config")
         evaluation = page.inner_text("#evaluation-table")
         assert "billing" in evaluation and "{" not in evaluation, evaluation
         assert "linear probe (base model embeddings)" in evaluation.lower(), evaluation

@@ -31,7 +31,7 @@ BAD_BODIES = [
      "method.supervised.hyperparameters.n_epochs", "invalid_value"),
     ({"method": {"supervised": {"hyperparameters": {"n_epochs": "many"}}}},
      "method.supervised.hyperparameters.n_epochs", "invalid_value"),
-    ({"method": {"type": "dpo"}}, "method.type", "invalid_value"),
+    ({"method": {"type": "ppo"}}, "method.type", "invalid_value"),
     ({"hyperparameters": {"batch_size": -1}}, "hyperparameters.batch_size", "invalid_value"),
     ({"training": {"learning_rate": 5}}, "training.learning_rate", "invalid_value"),
     ({"training": {"max_seq_length": 2}}, "training.max_seq_length", "invalid_value"),

@@ -472,7 +472,16 @@ function configOf(job) {
     tuning: job.tuning, training: job.training, hub: job.hub, seed: job.seed, suffix: job.suffix,
     training_file: job.training_file, validation_file: job.validation_file, queue: job.queue,
     attempts: `${job.attempts} of ${job.max_attempts}`, metadata: job.metadata,
+    continued_from: continuedFrom(job.lineage), integrations: (job.integrations || []).map((i) => i.type).join(", ") || null,
   };
+}
+
+// The earlier job, checkpoint or hub adapter a continued job trains further (hubtune/lineage.py).
+function continuedFrom(lineage) {
+  if (!lineage || !lineage.parent) return null;
+  const p = lineage.parent;
+  const what = p.type === "hub" ? `${p.repo_id}@${p.commit}` : p.type === "checkpoint" ? `${p.checkpoint_id} (step ${p.step} of ${p.job_id})` : p.job_id;
+  return `${what}, ${lineage.kind === "full" ? "a full fine-tune as the new base" : `its adapter on ${lineage.base_model}`}`;
 }
 
 function isPublishError(job) {
