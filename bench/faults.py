@@ -58,7 +58,7 @@ RECOVERY = {
 
 
 def _dump(lab) -> None:
-    rows = lab.sql("SELECT id, status, stage, lease_owner, attempts FROM jobs ORDER BY created_at DESC LIMIT 1")
+    rows = lab.sql("SELECT id, status, stage, lease_owner, attempts, error FROM jobs ORDER BY created_at DESC LIMIT 1")
     if rows:
         print(f"job: {dict(rows[0]._mapping)}", file=sys.stderr)
         for e in lab.events(rows[0].id):
@@ -99,6 +99,8 @@ def _scenario(lab, name: str, args) -> dict:
         began = time.monotonic()
         try:
             outcomes.append(SCENARIOS[name][1](lab))
+            if outcomes[-1].lost or outcomes[-1].twice:
+                _dump(lab)  # a run that lost a job or ran one twice: why, while the lab still has it
         except Exception as exc:
             _dump(lab)  # what the processes and the job said, before the lab is torn down
             if not args.keep_going:
