@@ -117,6 +117,7 @@ def _lineage(job: Job, parent: dict[str, Any]) -> dict[str, Any]:
         kind = FULL
     else:
         base, kind = root, ADAPTER
-    ancestors = [*own.get("ancestors", []), *([own["parent"]["job_id"]] if own.get("parent") else [])]
+    # A parent that itself continued a hub adapter has no job id of its own to add.
+    ancestors = [*own.get("ancestors", []), *([own["parent"]["job_id"]] if own.get("parent", {}).get("job_id") else [])]
     return {"parent": parent, "kind": kind, **base, "root": own.get("root") or root["base_model"],
             "task": spec.get("task"), "tuning": tuning, "ancestors": ancestors}

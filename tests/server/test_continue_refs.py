@@ -88,6 +88,22 @@ def test_a_grandchild_keeps_the_first_base_and_its_ancestors(env):
     assert lineage["ancestors"] == [parent["id"]] and lineage["parent"]["job_id"] == child["id"]
 
 
+def test_a_child_of_a_job_that_continued_a_hub_adapter(env):
+    """The parent's own lineage names a hub repo, not a job: the child keeps its base and has no ancestor."""
+    key = env.key("acme")
+    parent, _ = _finished_parent(env, key)
+    with env.session() as s:
+        s.get(Job, parent["id"]).lineage = {
+            "parent": {"type": "hub", "repo_id": "acme/brought-lora", "commit": "c" * 40}, "kind": "adapter",
+            "base_model": BASE, "base_revision": "d" * 40, "weights": None, "root": BASE,
+            "task": "sequence_classification", "tuning": {"type": "lora"}, "ancestors": []}
+        s.commit()
+    r = _create(env, key, parent["id"])
+    assert r.status_code == 200, r.text
+    lineage = r.json()["lineage"]
+    assert (lineage["base_model"], lineage["base_revision"]) == (BASE, "d" * 40) and lineage["ancestors"] == []
+
+
 @pytest.mark.parametrize("form", ["job_id", "checkpoint_id", "checkpoint_name", "fine_tuned_model"])
 def test_another_owners_parent_is_invisible(env, form):
     alice, mallory = env.key("alice"), env.key("mallory")
