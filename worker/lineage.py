@@ -17,7 +17,7 @@ from hubtune.errors import JobError
 from hubtune.lineage import ADAPTER, FULL
 from hubtune.spec import JobRequest
 from hubtune.storage import Storage
-from plugin import validate_repo_id
+from plugin import split_model_ref, validate_repo_id
 
 TRAINING_INFO_FILE = "hubtune_training.json"  # worker.engine.artifact writes it beside the weights
 
@@ -136,8 +136,6 @@ def parent_name(lineage: dict[str, Any]) -> str:
 def card_base(lineage: dict[str, Any] | None, request: JobRequest, revision: str | None) -> tuple[str, str | None]:
     """The card's base_model (and revision): the hub model the weights start from."""
     if lineage is None:
-        from plugin import split_model_ref
-
         return split_model_ref(request.model)[0], revision
     if lineage.get("base_model"):
         return lineage["base_model"], lineage.get("base_revision")
