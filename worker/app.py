@@ -14,3 +14,8 @@ import worker.tasks  # noqa: E402,F401  (registers the tasks on the app)
 import worker.registry  # noqa: E402,F401  (registers the worker row on start-up)
 import worker.warm  # noqa: E402,F401  (imports the training stack before the pool forks)
 import worker.shutdown  # noqa: E402,F401  (bounds the shutdown: SIGTERM to the worker or its whole group)
+
+from worker.disk_guard import DiskGuard  # noqa: E402
+
+# A worker short of disk space stops consuming its queues until space is freed (worker/disk_guard.py).
+app.steps["consumer"].add(DiskGuard)

@@ -22,6 +22,7 @@ from hubtune.lifecycle import (
 )
 from hubtune.models import Job, JobEvent, WorkerRecord
 from hubtune.namespaces import NamespaceRefused, Rights, rights_for, write_refusal
+from hubtune.queue import PUBLISH, ring
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
 from hubtune.step_events import SERIES_TYPES
@@ -29,7 +30,7 @@ from hubtune.storage import StorageUnavailable, open_storage
 from plugin import Hub, parse_dataset_ref, read_card_metadata, render_model_card, split_model_ref
 from plugin.modelcard import dpo_section, learning_rate_search_section, searched_hyperparameters
 from plugin.errors import HubAuthError, HubError, RepoNotFound
-from worker.disk import disk_full, short_of_space
+from worker.disk import disk_full, hand_on, short_of_space
 from worker.failures import job_error
 from worker.hub import owner_hub
 from worker.lease import Lease
@@ -44,8 +45,9 @@ CHECKPOINT_SKIP = ("optimizer.pt", "scheduler.pt", "rng_state", "trainer_state.j
 
 
 def run_publish(job_id: str, settings: Settings) -> None:
-    if short_of_space(settings):  # the artifact copy needs room: another worker publishes (sweeper re-rings)
+    if short_of_space(settings):  # the artifact copy needs room: another worker publishes
         log.warning("publish %s: data dir short of space; leaving it to another worker", job_id)
+        hand_on(PUBLISH, job_id)
         return
     with session_scope() as session:
         token = claim_stage(session, job_id, stage=Stage.PUBLISHING, owner=worker_name(),
@@ -85,6 +87,8 @@ def run_publish(job_id: str, settings: Settings) -> None:
             why = "Artifact storage is unreachable" if isinstance(exc, StorageUnavailable) else \
                 f"Worker {worker_name()} ran out of disk space"
             release_stage(session, job_id, token=token, message=f"{why}; publishing will be retried ({exc})")
+            if not isinstance(exc, StorageUnavailable):  # another worker may publish now; an outage waits
+                ring(session, PUBLISH, job_id)
         return
     except Exception as exc:
         log.warning("publish %s failed: %s", job_id, exc)

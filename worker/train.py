@@ -12,12 +12,12 @@ from sqlalchemy import select
 from hubtune.db import session_scope
 from hubtune.lifecycle import LeaseLost, Stage, Status, claim_next, hand_over, put_back, release_stopped, transition
 from hubtune.models import Job
-from hubtune.queue import DEFAULT_TRAIN_QUEUE, PUBLISH, ring
+from hubtune.queue import DEFAULT_TRAIN_QUEUE, PUBLISH, TRAIN, ring
 from hubtune.settings import Settings
 from hubtune.spec import JobRequest
 from hubtune.storage import StorageUnavailable, open_storage
 from plugin import split_model_ref
-from worker.disk import disk_full, short_of_space
+from worker.disk import disk_full, hand_on, short_of_space
 from worker.failures import job_error
 from worker.hub import hub_for_owner
 from worker.hooks import JobHooks
@@ -36,8 +36,9 @@ def worker_name() -> str:
 def run_train(hint_job_id: str, settings: Settings) -> None:
     """The doorbell names a job, but only as a hint that its queue has work: claim the best queued job
     of that queue (priority, age, owners' running limits). A duplicate doorbell then claims nothing."""
-    if short_of_space(settings):  # another machine takes it: the sweeper rings the queue again
+    if short_of_space(settings):  # taken before the guard (worker/disk_guard.py) saw it: for another worker
         log.warning("data dir has under %s bytes free; taking no job", settings.min_free_disk_bytes)
+        hand_on(TRAIN, hint_job_id)
         return
     with session_scope() as session:
         queue = session.execute(select(Job.queue).where(Job.id == hint_job_id)).scalar_one_or_none()
@@ -79,9 +80,14 @@ def _another_attempt(session, job_id: str, token: int) -> bool:
     job = session.get(Job, job_id)
     if job.attempts >= job.max_attempts:
         return False
-    return put_back(session, job_id, token=token, refund=False,
+    if not put_back(session, job_id, token=token, refund=False,
                     message=f"Worker {worker_name()} ran out of disk space in its data dir; the job is queued "
-                            f"again for another worker (attempt {job.attempts} of {job.max_attempts})")
+                            f"again for another worker (attempt {job.attempts} of {job.max_attempts})"):
+        return False
+    # Rung at once, unlike an outage's put_back: another machine is likely free now, and this one's
+    # guard stops it taking the job (the sweeper would wait requeue_after_seconds, 60 s by default).
+    ring(session, TRAIN, job_id, queue=job.queue or DEFAULT_TRAIN_QUEUE)
+    return True
 
 
 def _check_device(request: JobRequest) -> None:

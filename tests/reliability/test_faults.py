@@ -5,7 +5,10 @@ loopback ports (so restarting them disturbs nobody else)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
 import time
 
 import pytest
@@ -158,3 +161,37 @@ def test_pause_records_the_checkpoint_frees_the_worker_and_resume_continues(lab)
     assert max(before) <= stop_step
     assert after[0] == stop_step + 1 and after[-1] == 400  # the step count did not restart at 0
     assert not lab.trained_twice(job_id)
+
+
+def test_worker_short_of_disk_takes_no_job_until_space_is_freed(lab):
+    """A worker whose data dir fills stops consuming its queues (worker/disk_guard.py): the job's doorbells
+    wait in the broker for another worker instead of being taken and declined (which cost a sweep each,
+    60 s by default), and once space is freed the worker takes jobs again. The data dir's free space is
+    set against a threshold of this worker's own, so the test needs neither root nor a small disk."""
+    data, log = lab.root / "data", lab.stack.root / "full.log"
+    seen = log.stat().st_size if log.exists() else 0
+
+    def logged(text: str) -> bool:
+        return log.exists() and text in log.read_text()[seen:]
+
+    threshold = shutil.disk_usage(data).free - (1 << 30)
+    lab.worker("full", env={"HUBTUNE_MIN_FREE_DISK_BYTES": str(threshold)})
+    filler = lab.root / "filler"
+    with open(filler, "wb") as f:  # 3 GiB really allocated: the data dir has 2 GiB less than the threshold
+        os.posix_fallocate(f.fileno(), 0, 3 << 30)
+    try:
+        faults._wait(lambda: logged("taking no jobs from"), 90, "the guard to stop the full worker's consumers")
+        job_id = lab.create_job(max_steps=20)
+        time.sleep(6)  # the full worker alone: nobody may take the job's first doorbell (prepare)
+        assert lab.job(job_id).status == "validating_files", lab.stack.logs()
+        assert not logged("taking no job;") and not logged(f"prepare {job_id}")
+        lab.worker("b")  # a worker with room takes it from the broker
+        assert lab.wait_status(job_id, {"succeeded", "failed"}).status == "succeeded"
+        assert not logged("taking no job;")  # the full worker never took a doorbell it had to decline
+    finally:
+        filler.unlink()
+    faults._wait(lambda: logged("data dir has room again"), 30, "the guard to resume the full worker's consumers")
+    lab.signal_worker("b", signal.SIGKILL)
+    second = lab.create_job(max_steps=20)  # only the once-full worker is left: it trains the job
+    assert lab.wait_status(second, {"succeeded", "failed"}).status == "succeeded"
+    assert sum(m.startswith("Fine-tuning job started") for m in _messages(lab, second)) == 1
